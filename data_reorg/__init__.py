@@ -1,0 +1,1 @@
+"""Corpus recipes: raw IEMOCAP / CMU-MOSEI releases -> aligned per-utterance clips and one manifest."""

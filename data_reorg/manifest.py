@@ -1,0 +1,85 @@
+"""The one manifest format that every later stage reads, and the requests recipes hand to the cutter.
+
+A recipe (``iemocap``, ``mosei``) parses its corpus into :class:`ClipRequest` objects (what to cut and
+how to label it) and :class:`Drop` objects (what it refused, with the reason). The pipeline cuts the
+requests into ``OUT/video/<id>.mp4`` and ``OUT/audio/<id>.wav`` and writes one manifest row per kept
+utterance with the fields of :data:`MANIFEST_FIELDS`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_reorg.io import read_jsonl
+
+MANIFEST_FIELDS = ("id", "dataset", "split", "label", "start", "end", "text", "video", "audio",
+                   "side", "fps", "num_frames", "num_samples", "sha256")
+SPLITS = ("train", "valid", "test")
+IEMOCAP_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
+MOSEI_EMOTIONS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """Where an utterance's audio comes from: a file, one channel of it, and an optional interval."""
+
+    path: Path
+    channel: int = 0
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """One utterance a recipe decided to keep, before cutting.
+
+    ``group`` names the split unit for grouped splits (IEMOCAP session number, MOSEI video id).
+    """
+
+    id: str
+    dataset: str
+    label: str | list[int]
+    start: float
+    end: float
+    text: str
+    video: Path
+    audio: AudioSource
+    group: str
+    crop: tuple[int, int, int, int] | None = None
+    side: str | None = None
+    fallback_audio: AudioSource | None = None
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything that decides the clip's content or labels changes."""
+        payload = asdict(self)
+        payload["video"] = str(self.video)
+        return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Drop:
+    id: str
+    reason: str
+
+    def row(self) -> dict:
+        return {"id": self.id, "reason": self.reason}
+
+
+@dataclass
+class ParseResult:
+    """What a recipe's parser returns: requests to cut, and everything it refused."""
+
+    requests: list[ClipRequest] = field(default_factory=list)
+    drops: list[Drop] = field(default_factory=list)
+
+
+def load_manifest(data_dir: Path | str, split: str | None = None) -> list[dict]:
+    """Manifest rows of ``data_dir`` (optionally one split), with ``video``/``audio`` made absolute."""
+    data_dir = Path(data_dir)
+    rows = read_jsonl(data_dir / "manifest.jsonl")
+    for row in rows:
+        row["video"] = str(data_dir / row["video"])
+        row["audio"] = str(data_dir / row["audio"])
+    return [row for row in rows if split is None or row["split"] == split]

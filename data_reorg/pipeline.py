@@ -1,0 +1,218 @@
+"""Cut a recipe's requests into clips, resumably, then assign splits and write the manifest.
+
+Layout of OUT:
+    video/<id>.mp4  audio/<id>.wav    the clips (16 kHz mono PCM16 audio)
+    meta/<id>.json                    one finished record per clip: what makes a rerun skip it
+    manifest.jsonl dropped.jsonl splits/{train,valid,test}.txt reorg.json
+Every file is written under a temporary name and renamed, so a run killed at any moment leaves only
+complete files, and a rerun re-cuts exactly the clips that are missing or fail their checksum.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_reorg.io import safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
+from data_reorg.manifest import SPLITS, ClipRequest, Drop, ParseResult
+from data_reorg.media import MediaError, VideoCut, cut_video, frame_span, probe_video, read_audio, write_wav
+from data_reorg.splits import SplitSpec, assign_splits
+
+log = logging.getLogger("data_reorg")
+
+
+class StrictModeError(RuntimeError):
+    """Raised under ``--strict`` at the first utterance that could not be kept."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    jobs: int = 1
+    strict: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    kept: int
+    dropped: int
+    resumed: int
+    split_counts: dict[str, int]
+    missing_from_split_lists: int
+
+
+def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) -> RunSummary:
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drops = list(parsed.drops)
+    if options.strict and drops:
+        raise StrictModeError(f"{drops[0].id}: {drops[0].reason}")
+    requests = _unique_requests(parsed.requests, drops)
+    records, pending = _resume(requests, out)
+    cut_records, cut_drops = _cut_all(pending, out, options)
+    records.update(cut_records)
+    drops.extend(cut_drops)
+    groups = {item: request.group for item, request in requests.items() if item in records}
+    split = assign_splits(split_spec, groups)
+    drops.extend(split.drops)
+    if split.missing_from_corpus:
+        log.warning("%d ids of the split lists are not in this corpus copy (e.g. %s)",
+                    len(split.missing_from_corpus), ", ".join(split.missing_from_corpus[:5]))
+    rows = [dict(records[item], split=split.assignment[item]) for item in sorted(split.assignment)]
+    _write_outputs(out, rows, drops, split_spec, len(split.missing_from_corpus))
+    counts = {name: sum(row["split"] == name for row in rows) for name in SPLITS}
+    return RunSummary(len(rows), len(drops), len(records) - len(cut_records), counts,
+                      len(split.missing_from_corpus))
+
+
+def _unique_requests(requests: list[ClipRequest], drops: list[Drop]) -> dict[str, ClipRequest]:
+    unique: dict[str, ClipRequest] = {}
+    for request in requests:
+        if request.id in unique:
+            drops.append(Drop(request.id, "duplicate utterance id (first occurrence kept)"))
+        else:
+            unique[request.id] = request
+    return unique
+
+
+def _meta_path(out: Path, item: str) -> Path:
+    return out / "meta" / f"{safe_name(item)}.json"
+
+
+def _resume(requests: dict[str, ClipRequest], out: Path) -> tuple[dict[str, dict], list[ClipRequest]]:
+    """Split requests into finished records (meta present, same request, files verified) and pending."""
+    done: dict[str, dict] = {}
+    pending = []
+    for item, request in requests.items():
+        meta = _meta_path(out, item)
+        if meta.is_file():
+            saved = json.loads(meta.read_text(encoding="utf-8"))
+            if saved.get("fingerprint") == request.fingerprint() and clip_problems(out, saved["record"]) == []:
+                done[item] = saved["record"]
+                continue
+        pending.append(request)
+    return done, pending
+
+
+def clip_problems(out: Path, record: dict) -> list[str]:
+    """Why the clip files of a manifest record do not match it; empty when they do."""
+    problems = []
+    for kind in ("video", "audio"):
+        path = out / record[kind]
+        if not path.is_file():
+            problems.append(f"{kind} file {record[kind]} is missing")
+        elif sha256_file(path) != record["sha256"][kind]:
+            problems.append(f"{kind} file {record[kind]} fails its sha256 check")
+    return problems
+
+
+def _cut_all(pending: list[ClipRequest], out: Path, options: RunOptions):
+    by_video: dict[Path, list[ClipRequest]] = defaultdict(list)
+    for request in pending:
+        by_video[request.video].append(request)
+    records: dict[str, dict] = {}
+    drops: list[Drop] = []
+    bar = tqdm(total=len(pending), desc="cutting clips", unit="clip", disable=not options.progress or None)
+    tasks = [(video, group, out) for video, group in sorted(by_video.items())]
+    pool = ProcessPoolExecutor(options.jobs) if options.jobs > 1 and len(tasks) > 1 else None
+    try:
+        results = pool.map(_cut_source_star, tasks) if pool else map(_cut_source_star, tasks)
+        for group_records, group_drops in results:
+            if options.strict and group_drops:
+                raise StrictModeError(f"{group_drops[0].id}: {group_drops[0].reason}")
+            for drop in group_drops:
+                log.warning("dropped %s: %s", drop.id, drop.reason)
+            records.update(group_records)
+            drops.extend(group_drops)
+            bar.update(len(group_records) + len(group_drops))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return records, drops
+
+
+def _cut_source_star(task):
+    return cut_source(*task)
+
+
+def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dict[str, dict], list[Drop]]:
+    """Cut every request of one source video: audio first (cheap), then one decoding pass for video."""
+    try:
+        info = probe_video(video)
+    except MediaError as error:
+        return {}, [Drop(request.id, str(error)) for request in requests]
+    drops: list[Drop] = []
+    audio = {}
+    cuts = []
+    for request in requests:
+        start, end = max(0.0, request.start), min(request.end, info.duration)
+        if start >= info.duration:
+            drops.append(Drop(request.id, f"{video}: interval [{request.start}, {request.end}] starts after "
+                                          f"the end of the video ({info.duration:.3f} s)"))
+            continue
+        try:
+            audio[request.id] = _read_request_audio(request)
+        except MediaError as error:
+            drops.append(Drop(request.id, str(error)))
+            continue
+        first, stop = frame_span(start, end, info)
+        cuts.append(VideoCut(request.id, first, stop, out / "video" / f"{safe_name(request.id)}.mp4",
+                             request.crop))
+    frames = cut_video(video, cuts, info.fps) if cuts else {}
+    by_id = {request.id: request for request in requests}
+    records = {}
+    for cut in cuts:
+        result = frames[cut.key]
+        if isinstance(result, MediaError):
+            drops.append(Drop(cut.key, str(result)))
+            continue
+        request = by_id[cut.key]
+        records[cut.key] = _finish_clip(request, out, audio[cut.key], info.fps, result,
+                                        max(0.0, request.start), min(request.end, info.duration))
+    return records, drops
+
+
+def _read_request_audio(request: ClipRequest):
+    sources = [request.audio] + ([request.fallback_audio] if request.fallback_audio else [])
+    errors = []
+    for source in sources:
+        try:
+            return read_audio(source.path, source.start, source.end, source.channel)
+        except MediaError as error:
+            errors.append(str(error))
+    raise MediaError("; ".join(errors))
+
+
+def _finish_clip(request: ClipRequest, out: Path, samples, fps: float, num_frames: int,
+                 start: float, end: float) -> dict:
+    name = safe_name(request.id)
+    video_rel, audio_rel = f"video/{name}.mp4", f"audio/{name}.wav"
+    write_wav(out / audio_rel, samples)
+    record = {
+        "id": request.id, "dataset": request.dataset, "label": request.label,
+        "start": round(start, 4), "end": round(end, 4), "text": request.text,
+        "video": video_rel, "audio": audio_rel, "side": request.side, "fps": fps,
+        "num_frames": num_frames, "num_samples": int(len(samples)),
+        "sha256": {"video": sha256_file(out / video_rel), "audio": sha256_file(out / audio_rel)},
+    }
+    meta = {"fingerprint": request.fingerprint(), "record": record}
+    write_text_atomic(_meta_path(out, request.id), json.dumps(meta, ensure_ascii=False))
+    return record
+
+
+def _write_outputs(out: Path, rows: list[dict], drops: list[Drop], spec: SplitSpec, missing: int) -> None:
+    for name in SPLITS:
+        ids = [row["id"] for row in rows if row["split"] == name]
+        write_text_atomic(out / "splits" / f"{name}.txt", "".join(item + "\n" for item in ids))
+    write_jsonl_atomic(out / "dropped.jsonl", [drop.row() for drop in sorted(drops, key=lambda d: d.id)])
+    summary = {"split": asdict(spec), "kept": len(rows), "dropped": len(drops),
+               "split_list_ids_missing_from_corpus": missing}
+    write_text_atomic(out / "reorg.json", json.dumps(summary, indent=2))
+    write_jsonl_atomic(out / "manifest.jsonl", rows)
