@@ -36,6 +36,8 @@ class ClipRequest:
     """One utterance a recipe decided to keep, before cutting.
 
     ``group`` names the split unit for grouped splits (IEMOCAP session number, MOSEI video id).
+    ``crop`` = (x, y, w, h) as fractions of the frame, e.g. (0, 0, 0.5, 1) = left half; None = whole frame.
+    ``fallback_audio`` is tried when ``audio`` is missing or unreadable.
     """
 
     id: str
@@ -47,7 +49,7 @@ class ClipRequest:
     video: Path
     audio: AudioSource
     group: str
-    crop: tuple[int, int, int, int] | None = None
+    crop: tuple[float, float, float, float] | None = None
     side: str | None = None
     fallback_audio: AudioSource | None = None
 

@@ -35,13 +35,16 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class VideoCut:
-    """Frames [first, stop) of a source video, cropped to ``crop`` = (x, y, w, h) or kept whole."""
+    """Frames [first, stop) of a source video, cropped to ``crop`` or kept whole.
+
+    ``crop`` = (x, y, w, h) as fractions of the frame size, e.g. (0.5, 0, 0.5, 1) is the right half.
+    """
 
     key: str
     first: int
     stop: int
     out_path: Path
-    crop: tuple[int, int, int, int] | None = None
+    crop: tuple[float, float, float, float] | None = None
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -125,11 +128,13 @@ def cut_video(src: Path, cuts: list[VideoCut], fps: float) -> dict[str, int | Me
     }
 
 
-def _crop(frame: np.ndarray, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+def _crop(frame: np.ndarray, crop: tuple[float, float, float, float] | None) -> np.ndarray:
     if crop is None:
         return frame
+    height, width = frame.shape[:2]
     x, y, w, h = crop
-    return np.ascontiguousarray(frame[y : y + h, x : x + w])
+    left, top = round(x * width), round(y * height)
+    return np.ascontiguousarray(frame[top : top + round(h * height), left : left + round(w * width)])
 
 
 def _open_writer(final: Path, fps: float, width: int, height: int) -> tuple[cv2.VideoWriter, Path]:
