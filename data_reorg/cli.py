@@ -1,0 +1,196 @@
+"""``data-reorg``: raw IEMOCAP / CMU-MOSEI releases -> clips, manifest and splits.
+
+    data-reorg iemocap SRC OUT [--split random|mesm|session] ...
+    data-reorg mosei SRC OUT [--split random|mesm|sdk] ...
+    data-reorg stats OUT | data-reorg verify OUT | data-reorg demo OUT
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from data_reorg.manifest import IEMOCAP_CLASSES, ParseResult
+from data_reorg.pipeline import RunOptions, RunSummary, StrictModeError, reorganize
+from data_reorg.splits import SplitSpec
+
+log = logging.getLogger("data_reorg")
+
+SPLIT_CHOICES = {"iemocap": ("random", "mesm", "session"), "mosei": ("random", "mesm", "sdk")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except StrictModeError as error:
+        print(f"data-reorg: --strict: stopped at the first problem: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"data-reorg: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="data-reorg", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every kept/dropped decision")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    iemocap = commands.add_parser("iemocap", help="reorganize an IEMOCAP_full_release tree")
+    _add_corpus_arguments(iemocap, "iemocap")
+    iemocap.add_argument("--classes", default=",".join(IEMOCAP_CLASSES),
+                         help="comma-separated emotion codes to keep (default: %(default)s)")
+    iemocap.add_argument("--side-rule", default="mocap", choices=("mocap", "female-left"),
+                         help="speaker half: mocap = left iff speaker letter equals session letter")
+    iemocap.add_argument("--test-session", default=None, help="session number held out as test (--split session)")
+    iemocap.add_argument("--valid-session", default=None, help="session number held out as valid (--split session)")
+    iemocap.set_defaults(handler=_run_iemocap)
+
+    mosei = commands.add_parser("mosei", help="reorganize a CMU-MOSEI raw release")
+    _add_corpus_arguments(mosei, "mosei")
+    mosei.add_argument("--labels", type=Path, default=None, help="CSD label file (default: SRC/CMU_MOSEI_Labels.csd)")
+    mosei.set_defaults(handler=_run_mosei)
+
+    stats = commands.add_parser("stats", help="per-split, per-class counts and durations")
+    stats.add_argument("out", type=Path)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(handler=_run_stats)
+
+    verify = commands.add_parser("verify", help="re-check every clip against the manifest")
+    verify.add_argument("out", type=Path)
+    verify.set_defaults(handler=_run_verify)
+
+    demo = commands.add_parser("demo", help="build the miniature demo corpora and reorganize both")
+    demo.add_argument("out", type=Path)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--jobs", type=int, default=2)
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(handler=_run_demo)
+    return parser
+
+
+def _add_corpus_arguments(parser: argparse.ArgumentParser, corpus: str) -> None:
+    parser.add_argument("src", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--split", default="random", choices=SPLIT_CHOICES[corpus])
+    parser.add_argument("--seed", type=int, default=0, help="seed of --split random")
+    parser.add_argument("--ratios", default="0.7,0.1,0.2", help="train,valid,test ratios of --split random")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (one source video each)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first problem instead of dropping")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--ratios must be three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise ValueError(f"--ratios must be three comma-separated numbers, got {text!r}")
+    return values
+
+
+def _check_paths(src: Path, out: Path) -> None:
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
+    src_resolved, out_resolved = src.resolve(), out.resolve()
+    if out_resolved == src_resolved or src_resolved in out_resolved.parents:
+        raise ValueError(f"OUT {out} is inside SRC {src}: data-reorg never writes inside the source")
+
+
+def iemocap_split_spec(args: argparse.Namespace, parsed: ParseResult) -> SplitSpec:
+    if args.split == "random":
+        return SplitSpec("random", args.seed, _ratios(args.ratios))
+    if args.split == "mesm":
+        return SplitSpec("list", list_name="mesm_iemocap")
+    sessions = sorted({request.group for request in parsed.requests}, key=int)
+    test = args.test_session or (sessions[-1] if sessions else "5")
+    valid = args.valid_session or next((s for s in reversed(sessions) if s != test), "4")
+    return SplitSpec("group", test_groups=(str(test),), valid_groups=(str(valid),))
+
+
+def mosei_split_spec(args: argparse.Namespace) -> SplitSpec:
+    if args.split == "random":
+        return SplitSpec("random", args.seed, _ratios(args.ratios))
+    if args.split == "mesm":
+        return SplitSpec("list", list_name="mesm_mosei")
+    return SplitSpec("list", list_name="mosei_sdk_folds", by_group=True)
+
+
+def _run_iemocap(args: argparse.Namespace) -> int:
+    from data_reorg import iemocap
+
+    _check_paths(args.src, args.out)
+    classes = tuple(code.strip() for code in args.classes.split(",") if code.strip())
+    parsed = iemocap.parse_release(args.src, classes=classes, side_rule=args.side_rule)
+    return _reorganize(parsed, iemocap_split_spec(args, parsed), args)
+
+
+def _run_mosei(args: argparse.Namespace) -> int:
+    from data_reorg import mosei
+
+    _check_paths(args.src, args.out)
+    parsed = mosei.parse_release(args.src, label_file=args.labels)
+    return _reorganize(parsed, mosei_split_spec(args), args)
+
+
+def _reorganize(parsed: ParseResult, spec: SplitSpec, args: argparse.Namespace) -> int:
+    options = RunOptions(args.out, jobs=args.jobs, strict=args.strict, progress=not args.no_progress)
+    summary = reorganize(parsed, spec, options)
+    _print_summary(args.out, summary)
+    return 0 if summary.kept else 1
+
+
+def _print_summary(out: Path, summary: RunSummary) -> None:
+    splits = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
+    print(f"{out}: kept {summary.kept} ({splits}), dropped {summary.dropped} "
+          f"(see {out / 'dropped.jsonl'}), reused {summary.resumed} finished clips")
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from data_reorg import report
+    from data_reorg.io import read_jsonl
+
+    if args.json:
+        print(report.summary_json(args.out))
+        return 0
+    rows = read_jsonl(args.out / "manifest.jsonl")
+    dropped = read_jsonl(args.out / "dropped.jsonl") if (args.out / "dropped.jsonl").exists() else []
+    print(report.format_statistics(report.split_statistics(rows), dropped))
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from data_reorg import report
+
+    problems = report.verify(args.out)
+    for item, found in sorted(problems.items()):
+        for problem in found:
+            print(f"{item}: {problem}")
+    print(f"{args.out}: {'all clips match the manifest' if not problems else f'{len(problems)} clips fail'}")
+    return 1 if problems else 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from data_reorg import demo, iemocap, mosei
+
+    corpora = demo.build_demo_corpora(args.out, seed=args.seed)
+    options = dict(jobs=args.jobs, progress=not args.no_progress)
+    kept = 0
+    for name, parsed, spec in (
+        ("iemocap", iemocap.parse_release(corpora.iemocap_src), SplitSpec("random", args.seed)),
+        ("mosei", mosei.parse_release(corpora.mosei_src), SplitSpec("random", args.seed)),
+    ):
+        summary = reorganize(parsed, spec, RunOptions(args.out / name, **options))
+        _print_summary(args.out / name, summary)
+        kept += summary.kept
+    return 0 if kept else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
