@@ -126,6 +126,7 @@ def _run_iemocap(args: argparse.Namespace) -> int:
     from data_reorg import iemocap
 
     _check_paths(args.src, args.out)
+    args.src = args.src.resolve()  # resume fingerprints hold source paths: relative and absolute agree
     classes = tuple(code.strip() for code in args.classes.split(",") if code.strip())
     parsed = iemocap.parse_release(args.src, classes=classes, side_rule=args.side_rule)
     return _reorganize(parsed, iemocap_split_spec(args, parsed), args)
@@ -135,6 +136,7 @@ def _run_mosei(args: argparse.Namespace) -> int:
     from data_reorg import mosei
 
     _check_paths(args.src, args.out)
+    args.src = args.src.resolve()
     parsed = mosei.parse_release(args.src, label_file=args.labels)
     return _reorganize(parsed, mosei_split_spec(args), args)
 

@@ -62,8 +62,13 @@ class ClipRequest:
 
 @dataclass(frozen=True)
 class Drop:
+    """An item not kept. ``expected`` marks exclusions by design that every real copy of the corpus has
+    (a class outside the set, an unlabelled ``XX`` id, a CSD row without a segment): ``--strict`` stops
+    only at the others (malformed lines, unreadable media)."""
+
     id: str
     reason: str
+    expected: bool = False
 
     def row(self) -> dict:
         return {"id": self.id, "reason": self.reason}

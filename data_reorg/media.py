@@ -1,4 +1,4 @@
-"""Video and audio cutting. Each source video is decoded once, in order, for all of its clips."""
+"""Video and audio cutting. Each source video is decoded once, by one ffmpeg process, for all of its clips."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import ffmpeg
+import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
@@ -14,7 +16,7 @@ from scipy.signal import resample_poly
 from data_reorg.io import atomic_path, temp_path_for
 
 SAMPLE_RATE = 16000
-CLIP_FOURCC = "mp4v"
+CLIP_QUALITY = 5  # MPEG-4 qscale: 1 best .. 31 worst
 
 
 class MediaError(Exception):
@@ -84,65 +86,50 @@ def frame_span(start: float, end: float, info: VideoInfo) -> tuple[int, int]:
     return first, stop
 
 
-def cut_video(src: Path, cuts: list[VideoCut], fps: float) -> dict[str, int | MediaError]:
+def cut_video(src: Path, cuts: list[VideoCut], info: VideoInfo) -> dict[str, int | MediaError]:
     """Decode ``src`` once and write every cut; returns frames written per key, or the error for that key.
 
-    Frames are read in order up to the last one any cut needs. Each clip is written under a temporary
-    name and renamed when complete, so an interrupted run never leaves a partial clip behind.
-    A cut that got no decodable frame fails; one cut short by a truncated source keeps what was read.
+    One ffmpeg process splits the decoded stream into a trim (by frame index) + crop branch per cut and
+    encodes each to MPEG-4 Part 2 in an mp4 (fast, readable by OpenCV everywhere). Each clip is
+    written under a temporary name and renamed once its frame count is checked, so an interrupted run
+    never leaves a partial clip behind.
     """
-    capture = cv2.VideoCapture(str(src))
-    if not capture.isOpened():
-        return {cut.key: MediaError(f"{src}: cannot open video") for cut in cuts}
-    writers: dict[str, tuple[cv2.VideoWriter, Path]] = {}
-    written = {cut.key: 0 for cut in cuts}
+    temps = {cut.key: temp_path_for(cut.out_path) for cut in cuts}
+    branches = ffmpeg.input(str(src)).video.filter_multi_output("split", len(cuts))
+    outputs = []
+    for index, cut in enumerate(cuts):
+        stream = branches[index].trim(start_frame=cut.first, end_frame=cut.stop).setpts("PTS-STARTPTS")
+        if cut.crop is not None:
+            stream = stream.crop(*_crop_pixels(cut.crop, info))
+        outputs.append(stream.output(str(temps[cut.key]), vcodec="mpeg4", threads=1, fps_mode="passthrough",
+                                     **{"q:v": CLIP_QUALITY}))
     try:
-        for index in range(max(cut.stop for cut in cuts)):
-            if not capture.grab():
-                break
-            active = [cut for cut in cuts if cut.first <= index < cut.stop]
-            if not active:
-                continue
-            ok, frame = capture.retrieve()
-            if not ok:
-                break
-            for cut in active:
-                image = _crop(frame, cut.crop)
-                if cut.key not in writers:
-                    writers[cut.key] = _open_writer(cut.out_path, fps, image.shape[1], image.shape[0])
-                writers[cut.key][0].write(image)
-                written[cut.key] += 1
-        for writer, _ in writers.values():
-            writer.release()
-        for cut in cuts:
-            if cut.key in writers:
-                os.replace(writers[cut.key][1], cut.out_path)
+        ffmpeg.merge_outputs(*outputs).global_args("-nostdin", "-v", "error").overwrite_output().run(
+            cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+        return {cut.key: _finish_cut(cut, temps[cut.key], src) for cut in cuts}
+    except ffmpeg.Error as error:
+        message = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
+        return {cut.key: MediaError(f"{src}: cannot decode video ({message[0]})") for cut in cuts}
     finally:
-        capture.release()
-        for writer, tmp in writers.values():
-            writer.release()
+        for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-    return {
-        cut.key: written[cut.key] or MediaError(f"{src}: no frame decoded in frames [{cut.first}, {cut.stop})")
-        for cut in cuts
-    }
 
 
-def _crop(frame: np.ndarray, crop: tuple[float, float, float, float] | None) -> np.ndarray:
-    if crop is None:
-        return frame
-    height, width = frame.shape[:2]
+def _finish_cut(cut: VideoCut, tmp: Path, src: Path) -> int | MediaError:
+    """Rename a finished clip into place if it holds frames; a truncated source may yield fewer."""
+    try:
+        frames = probe_video(tmp).num_frames
+    except MediaError:
+        return MediaError(f"{src}: no frame decoded in frames [{cut.first}, {cut.stop})")
+    os.replace(tmp, cut.out_path)
+    return frames
+
+
+def _crop_pixels(crop: tuple[float, float, float, float], info: VideoInfo) -> tuple[int, int, int, int]:
+    """(x, y, w, h) in pixels from frame fractions, with even sizes as 4:2:0 encoders require."""
     x, y, w, h = crop
-    left, top = round(x * width), round(y * height)
-    return np.ascontiguousarray(frame[top : top + round(h * height), left : left + round(w * width)])
-
-
-def _open_writer(final: Path, fps: float, width: int, height: int) -> tuple[cv2.VideoWriter, Path]:
-    tmp = temp_path_for(final)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*CLIP_FOURCC), fps, (width, height))
-    if not writer.isOpened():
-        raise MediaError(f"{final}: OpenCV cannot open a {CLIP_FOURCC} writer")
-    return writer, tmp
+    width, height = round(w * info.width), round(h * info.height)
+    return round(x * info.width), round(y * info.height), width - width % 2, height - height % 2
 
 
 def read_audio(path: Path, start: float | None = None, end: float | None = None,

@@ -51,8 +51,9 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     drops = list(parsed.drops)
-    if options.strict and drops:
-        raise StrictModeError(f"{drops[0].id}: {drops[0].reason}")
+    problems = [drop for drop in drops if not drop.expected]
+    if options.strict and problems:
+        raise StrictModeError(f"{problems[0].id}: {problems[0].reason}")
     requests = _unique_requests(parsed.requests, drops)
     records, pending = _resume(requests, out)
     cut_records, cut_drops = _cut_all(pending, out, options)
@@ -158,14 +159,14 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
                                           f"the end of the video ({info.duration:.3f} s)"))
             continue
         try:
-            audio[request.id] = _read_request_audio(request)
+            audio[request.id] = _read_request_audio(request, info.duration)
         except MediaError as error:
             drops.append(Drop(request.id, str(error)))
             continue
         first, stop = frame_span(start, end, info)
         cuts.append(VideoCut(request.id, first, stop, out / "video" / f"{safe_name(request.id)}.mp4",
                              request.crop))
-    frames = cut_video(video, cuts, info.fps) if cuts else {}
+    frames = cut_video(video, cuts, info) if cuts else {}
     by_id = {request.id: request for request in requests}
     records = {}
     for cut in cuts:
@@ -179,12 +180,14 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
     return records, drops
 
 
-def _read_request_audio(request: ClipRequest):
+def _read_request_audio(request: ClipRequest, video_duration: float):
+    """The request's audio, falling back to ``fallback_audio``; an interval ends where the video ends."""
     sources = [request.audio] + ([request.fallback_audio] if request.fallback_audio else [])
     errors = []
     for source in sources:
+        end = None if source.end is None else min(source.end, video_duration)
         try:
-            return read_audio(source.path, source.start, source.end, source.channel)
+            return read_audio(source.path, source.start, end, source.channel)
         except MediaError as error:
             errors.append(str(error))
     raise MediaError("; ".join(errors))

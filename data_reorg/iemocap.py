@@ -1,0 +1,176 @@
+"""IEMOCAP recipe: an ``IEMOCAP_full_release`` folder -> one :class:`ClipRequest` per labelled utterance.
+
+Times and labels come from the consensus summary lines of ``Session*/dialog/EmoEvaluation/<dialog>.txt``;
+the text is joined by utterance id from ``Session*/dialog/transcriptions/<dialog>.txt``. Each dialog video
+shows both actors side by side, so every request crops the speaker's half of the frame.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_reorg.io import read_text_lenient
+from data_reorg.manifest import IEMOCAP_CLASSES, AudioSource, ClipRequest, Drop, ParseResult
+
+log = logging.getLogger("data_reorg")
+
+SIDE_RULES = ("mocap", "female-left")
+CROPS = {"L": (0.0, 0.0, 0.5, 1.0), "R": (0.5, 0.0, 0.5, 1.0)}
+
+_DIALOG = r"Ses0(?P<session>[1-5])(?P<letter>[FM])_(?:impro0[1-8][ab]?|script0[1-3]_[1-3]b?)"
+# The speaker letter is the first character of the last "_" token: script dialog ids hold an extra "_".
+_UTTERANCE = re.compile(rf"(?P<dialog>{_DIALOG})_(?P<speaker>[FM])\d{{3}}")
+_UNLABELLED = re.compile(rf"{_DIALOG}_[FM]XX\d*")
+_SUMMARY_TIMES = re.compile(r"\[\s*(\d+(?:\.\d*)?)\s*-\s*(\d+(?:\.\d*)?)\s*\]")
+# Split at the first "]:" only: the text itself may hold ":" and bracketed tokens such as [LAUGHTER].
+_TRANSCRIPT_LINE = re.compile(r"(?P<id>\S+)\s+\[[^\]]*\]:(?P<text>.*)")
+
+
+@dataclass(frozen=True)
+class _Label:
+    """One consensus summary line of an EmoEvaluation file, with where it was read."""
+
+    id: str
+    code: str
+    start: float
+    end: float
+    where: str
+
+
+def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES,
+                  side_rule: str = "mocap") -> ParseResult:
+    """Requests for the utterances of ``src`` labelled with one of ``classes``; everything else as drops.
+
+    ``side_rule`` picks the half of the frame that shows the speaker: ``mocap`` puts the actor wearing
+    the MoCap markers (speaker letter == session letter) on the left, ``female-left`` the female actor.
+    """
+    if side_rule not in SIDE_RULES:
+        raise ValueError(f"unknown IEMOCAP side rule {side_rule!r}; choose one of {SIDE_RULES}")
+    src = Path(src)
+    labels, texts, drops = _read_release(src)
+    drops.extend(Drop(item, f"no EmoEvaluation label ({where})", expected=True)
+                 for item, (_, where) in texts.items() if item not in labels)
+    requests = []
+    for label in sorted(labels.values(), key=lambda lab: lab.id):
+        if label.code in classes:
+            requests.append(_request(src, label, texts.get(label.id, ("", ""))[0], side_rule))
+        else:
+            drops.append(Drop(label.id, f"label {label.code!r} is not one of the classes "
+                                        f"{','.join(classes)} ({label.where})", expected=True))
+    untranscribed = [request.id for request in requests if request.id not in texts]
+    if untranscribed:
+        log.warning("%d labelled IEMOCAP utterances have no transcript line; their texts are empty (e.g. %s)",
+                    len(untranscribed), ", ".join(untranscribed[:5]))
+    drops.sort(key=lambda drop: drop.id)
+    return ParseResult(requests, drops)
+
+
+def _read_release(src: Path) -> tuple[dict[str, _Label], dict[str, tuple[str, str]], list[Drop]]:
+    """Labels by id, (text, file:line) by id, and the lines refused while reading, over all sessions."""
+    labels: dict[str, _Label] = {}
+    texts: dict[str, tuple[str, str]] = {}
+    drops: list[Drop] = []
+    for session in _session_dirs(src):
+        for path in _text_files(session / "dialog" / "EmoEvaluation"):
+            _read_emo_evaluation(path, src, labels, drops)
+            if not (session / "dialog" / "transcriptions" / path.name).is_file():
+                log.warning("%s: no transcription file for this dialog; its texts are left empty",
+                            path.relative_to(src))
+        for path in _text_files(session / "dialog" / "transcriptions"):
+            _read_transcription(path, src, texts, drops)
+    return labels, texts, drops
+
+
+def _session_dirs(src: Path) -> list[Path]:
+    sessions = sorted(path for path in src.glob("Session[1-5]") if (path / "dialog" / "EmoEvaluation").is_dir())
+    if not sessions:
+        raise FileNotFoundError(f"{src}: no Session<N>/dialog/EmoEvaluation folder; "
+                                "expected an IEMOCAP_full_release folder")
+    return sessions
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """The ``.txt`` files directly in ``folder``: no sub-folders, no macOS ``._*`` resource forks."""
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and path.suffix == ".txt" and not path.name.startswith("."))
+
+
+def _read_emo_evaluation(path: Path, src: Path, labels: dict[str, _Label], drops: list[Drop]) -> None:
+    """Add the summary lines of one EmoEvaluation file to ``labels``; annotator lines are not needed."""
+    relative = path.relative_to(src).as_posix()
+    for number, line in enumerate(read_text_lenient(path).splitlines(), start=1):
+        if not line.startswith("["):
+            continue
+        where = f"{relative}:{number}"
+        try:
+            label = _parse_summary(line, where)
+        except ValueError as error:
+            drops.append(Drop(where, f"malformed EmoEvaluation summary line: {error}"))
+            continue
+        if not _UTTERANCE.fullmatch(label.id):
+            drops.append(Drop(label.id, f"utterance id does not match the IEMOCAP id rule ({where})"))
+        elif label.id in labels:
+            drops.append(Drop(label.id, f"duplicate EmoEvaluation block ({where}); "
+                                        f"the one at {labels[label.id].where} is kept"))
+        else:
+            labels[label.id] = label
+
+
+def _parse_summary(line: str, where: str) -> _Label:
+    """``[start - end] TAB id TAB code TAB [v, a, d]`` -> :class:`_Label`; ValueError says what is wrong."""
+    fields = [field.strip() for field in line.split("\t") if field.strip()]
+    if len(fields) != 4:
+        raise ValueError(f"expected 4 TAB-separated fields, got {len(fields)}: {line.strip()!r}")
+    times = _SUMMARY_TIMES.fullmatch(fields[0])
+    if not times:
+        raise ValueError(f"bad time interval {fields[0]!r}")
+    start, end = float(times[1]), float(times[2])
+    if end <= start:
+        raise ValueError(f"interval {fields[0]!r} ends before it starts")
+    return _Label(fields[1], fields[2], start, end, where)
+
+
+def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]], drops: list[Drop]) -> None:
+    """Add ``id -> (text, file:line)`` for each utterance line of one transcription file; drop the others."""
+    relative = path.relative_to(src).as_posix()
+    for number, line in enumerate(read_text_lenient(path).splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{relative}:{number}"
+        match = _TRANSCRIPT_LINE.fullmatch(line)
+        item = match["id"] if match else None
+        if item and _UTTERANCE.fullmatch(item):
+            texts[item] = (match["text"].strip(), where)
+        elif item and _UNLABELLED.fullmatch(item):
+            drops.append(Drop(item, f"unlabelled utterance (XX id) in the transcript ({where})",
+                              expected=True))
+        else:
+            drops.append(Drop(where, f"transcript line is not an utterance: {line!r}", expected=True))
+
+
+def _side(utterance: re.Match, side_rule: str) -> str:
+    if side_rule == "mocap":
+        return "L" if utterance["speaker"] == utterance["letter"] else "R"
+    return "L" if utterance["speaker"] == "F" else "R"
+
+
+def _request(src: Path, label: _Label, text: str, side_rule: str) -> ClipRequest:
+    """The clip request of one kept utterance; media paths follow the release layout from its id."""
+    utterance = _UTTERANCE.fullmatch(label.id)
+    dialog, session = utterance["dialog"], utterance["session"]
+    side = _side(utterance, side_rule)
+    session_dir = src / f"Session{session}"
+    return ClipRequest(
+        id=label.id, dataset="iemocap", label=label.code, start=label.start, end=label.end, text=text,
+        video=session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
+        audio=AudioSource(session_dir / "sentences" / "wav" / dialog / f"{label.id}.wav"),
+        group=session, crop=CROPS[side], side=side,
+        # Dialog wav channels follow the video halves: 0 = left actor, 1 = right actor.
+        fallback_audio=AudioSource(session_dir / "dialog" / "wav" / f"{dialog}.wav",
+                                   channel=0 if side == "L" else 1, start=label.start, end=label.end),
+    )
