@@ -1,0 +1,126 @@
+"""Optional DistributedDataParallel support for ``torchrun`` launches.
+
+Without torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) everything here is a single-process
+no-op, so the trainer calls these helpers unconditionally. Evaluation is sharded round-robin (rank r
+takes items r, r+W, ...) and gathered back into dataset order, so metrics always cover the full split
+exactly once (``DistributedSampler`` would pad the split with repeated items).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, Subset
+
+_ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # this module created the process group, so it destroys it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return all(key in os.environ for key in _ENV_KEYS)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:
+    """``auto`` → ``cuda:<gpu_index>`` (the local rank under torchrun) when CUDA is available, else
+    CPU; anything else as given."""
+    if spec == "auto":
+        spec = f"cuda:{gpu_index}" if torch.cuda.is_available() else "cpu"
+    return torch.device(spec)
+
+
+def init_distributed(device: torch.device) -> DistContext:
+    """Join torchrun's process group (nccl on CUDA, gloo on CPU) unless one exists already; a
+    single-process context without torchrun or with one process."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return DistContext()
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]),
+                       owns_group)
+
+
+def cleanup(context: DistContext) -> None:
+    if context.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: DistContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def wrap_model(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:
+    """DDP-wrap for multi-process runs.
+
+    ``find_unused_parameters`` is on because some configurations leave parameters without gradients
+    (MESM's attention in faithful mode, unused modality branches).
+    """
+    if not context.enabled:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def train_sampler(dataset: Dataset, context: DistContext, seed: int) -> DistributedSampler | None:
+    if not context.enabled:
+        return None
+    return DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
+                              shuffle=True, seed=seed)
+
+
+def shard(dataset: Dataset, context: DistContext) -> Dataset:
+    """This rank's round-robin share of an evaluation split."""
+    if not context.enabled:
+        return dataset
+    return Subset(dataset, range(context.rank, len(dataset), context.world_size))
+
+
+def gather_shards(part: np.ndarray, context: DistContext) -> np.ndarray:
+    """Inverse of :func:`shard`: every rank gets the full array back in dataset order."""
+    if not context.enabled:
+        return part
+    parts: list = [None] * context.world_size
+    dist.all_gather_object(parts, part)
+    full = np.empty((sum(len(p) for p in parts),) + part.shape[1:], dtype=part.dtype)
+    for rank, rows in enumerate(parts):
+        full[rank::context.world_size] = rows
+    return full
+
+
+def mean_across_ranks(value: float, context: DistContext) -> float:
+    if not context.enabled:
+        return value
+    values: list = [None] * context.world_size
+    dist.all_gather_object(values, value)  # object collectives work on both gloo and nccl
+    return sum(values) / context.world_size

@@ -1,0 +1,421 @@
+"""Training and evaluation protocol (MESM_REFERENCE.md §7–8).
+
+Each epoch: train → valid (per-class thresholds chosen on valid) → test with those thresholds. The
+run's result is the test metrics of the epoch with the best mean valid F1; training stops early after
+``early_stop_patience`` epochs without improvement.
+
+A run directory holds ``config.yaml``, ``results.json``, ``tb/`` (TensorBoard) and
+``checkpoints/{last,best}.pt``. Checkpoints hold only tensors and plain Python values, so they load
+with ``torch.load(..., weights_only=True)``, and carry everything needed to continue bit-exactly on
+CPU: model, optimizer, scheduler, RNG states and early-stopping state. Shuffling does not depend on
+saved generator state: each epoch's DataLoader generator is seeded with ``seed + epoch``.
+
+Runs under ``torchrun`` use DDP (:mod:`e2e.distributed`); rank 0 alone logs and writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data_reorg.io import atomic_path, write_text_atomic
+from e2e import distributed
+from e2e.batch import Batch
+from e2e.config import ExperimentConfig, ModelConfig, TrainConfig, config_from_dict
+from e2e.distributed import DistContext
+from e2e.metrics import choose_thresholds, compute_metrics, is_single_label, main_metrics
+from e2e.models.registry import available_models, build_model
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class DataBundle:
+    """Everything :func:`train` needs from the data side; tests build one from in-memory datasets."""
+
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+    class_names: Sequence[str]
+    collate_fn: Callable[[list], Batch]
+    train_positives: Sequence[float] | torch.Tensor  # (C,) positive labels per class in train
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
+
+    def pos_weight(self) -> torch.Tensor:
+        """neg/pos per class on train; a class without positives counts as having one."""
+        positives = torch.as_tensor(self.train_positives, dtype=torch.float32)
+        return (len(self.train) - positives) / positives.clamp(min=1)
+
+
+def build_datasets(config: ExperimentConfig) -> DataBundle:
+    """The three splits of ``config.data.data_dir`` via :class:`e2e.data.EmotionDataset`."""
+    from e2e.data import EmotionDataset, label_counts  # heavy (media stack); only for real data
+    from e2e.features.text import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model.text_model)
+    splits = {split: EmotionDataset(config.data.data_dir, split, config, tokenizer) for split in SPLITS}
+    return DataBundle(
+        **splits,
+        class_names=list(splits["train"].class_names),
+        collate_fn=splits["train"].collator(),
+        train_positives=label_counts(splits["train"]),
+        skipped={split: {reason: len(ids) for reason, ids in sorted(dataset.skipped.items())}
+                 for split, dataset in splits.items()},
+    )
+
+
+def train(config: ExperimentConfig, run_dir: Path | str, resume: bool = False,
+          datasets: DataBundle | None = None) -> dict:
+    """Train per ``config``, writing into ``run_dir``; returns the contents of ``results.json``.
+
+    ``resume`` continues from ``run_dir/checkpoints/last.pt`` (raises if absent); without it, a run
+    directory that already holds a checkpoint is refused rather than overwritten.
+    """
+    run_dir = Path(run_dir)
+    device = distributed.resolve_device(config.train.device, distributed.local_rank())
+    context = distributed.init_distributed(device)
+    try:
+        data = build_datasets(config) if datasets is None else datasets
+        trainer = _Trainer(config, run_dir, data, device, context)
+        return trainer.fit(resume)
+    finally:
+        distributed.cleanup(context)
+
+
+def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Path | str | None = None,
+                        datasets: DataBundle | None = None, device: str | None = None) -> dict:
+    """Metrics of a checkpoint on ``split`` at the thresholds stored in it (never re-tuned).
+
+    The model and data settings come from the checkpoint's config; ``data_dir`` and ``device``
+    (default: the stored ``train.device``) override it, ``datasets`` replaces the data entirely.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    checkpoint = load_checkpoint(ckpt_path)
+    config = config_from_dict(checkpoint["config"], str(ckpt_path))
+    if data_dir is not None:
+        config.data.data_dir = str(data_dir)
+    if device is not None:
+        config.train.device = device
+    data = build_datasets(config) if datasets is None else datasets
+    _check_class_names(checkpoint["class_names"], data.class_names, ckpt_path)
+    target = distributed.resolve_device(config.train.device)
+    model = _build_model(config.model, len(data.class_names)).to(target)
+    model.load_state_dict(checkpoint["model"])
+    probs, labels = predict(model, getattr(data, split), data.collate_fn, config, target)
+    return compute_metrics(probs, labels, checkpoint["thresholds"], data.class_names,
+                           is_single_label(config.data.dataset))
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.Adam:
+    """Adam; ``model.text_parameters()`` (when the model has it) at ``lr * text_lr_factor``."""
+    text = list(model.text_parameters()) if hasattr(model, "text_parameters") else []
+    text_ids = {id(p) for p in text}
+    other = [p for p in model.parameters() if id(p) not in text_ids]
+    groups = [{"params": other, "lr": train_config.lr},
+              {"params": text, "lr": train_config.lr * train_config.text_lr_factor}]
+    return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=train_config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_config: TrainConfig):
+    """``cosine``: anneal each group's lr to 0 over ``epochs``, stepped once per epoch; ``none``: None."""
+    if train_config.scheduler == "none":
+        return None
+    if train_config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
+    raise ValueError(f"train.scheduler must be none or cosine, got {train_config.scheduler!r}")
+
+
+def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable, config: ExperimentConfig,
+            device: torch.device, context: DistContext = DistContext(),
+            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """(probs, labels), each (N, C), for the whole ``dataset`` in its order.
+
+    Under DDP each rank predicts its round-robin shard with the unwrapped model (no collectives per
+    batch, so uneven shards cannot hang) and the shards are gathered on every rank.
+    """
+    model = distributed.unwrap_model(model).eval()
+    loader = _loader(distributed.shard(dataset, context), collate_fn, config, config.train.seed)
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not _progress(config, context)):
+            with _autocast(config, device):
+                logits = model(batch.to(device)).logits
+            probs.append(torch.sigmoid(logits.float()).cpu())
+            labels.append(batch.labels.float())
+    probs, labels = torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return distributed.gather_shards(probs, context), distributed.gather_shards(labels, context)
+
+
+@dataclass
+class _Progress:
+    """Early-stopping state; stored in every checkpoint so a resumed run decides exactly as before."""
+
+    epoch: int = 0  # completed epochs
+    best_score: float = -math.inf  # mean valid F1 of the best epoch
+    best_epoch: int = 0
+    since_best: int = 0  # epochs without improvement
+    stopped_early: bool = False
+    best: dict = field(default_factory=dict)  # valid, test, thresholds of the best epoch
+
+    def record(self, epoch: int, valid: dict, test: dict, thresholds: list[float], patience: int) -> bool:
+        """Account for a finished epoch; True when it is the new best. ``patience <= 0``: never stop."""
+        self.epoch = epoch
+        improved = valid["f1"] > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.since_best = valid["f1"], epoch, 0
+            self.best = {"valid": valid, "test": test, "thresholds": thresholds}
+        else:
+            self.since_best += 1
+        self.stopped_early = 0 < patience <= self.since_best
+        return improved
+
+
+class _Trainer:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, data: DataBundle, device: torch.device,
+                 context: DistContext):
+        self.config, self.run_dir, self.data, self.device, self.context = config, run_dir, data, device, context
+        self.class_names = list(data.class_names)
+        self.single_label = is_single_label(config.data.dataset)
+        seed_everything(config.train.seed)
+        self.core = _build_model(config.model, len(self.class_names)).to(device)
+        self.optimizer = build_optimizer(self.core, config.train)
+        self.scheduler = build_scheduler(self.optimizer, config.train)
+        self.model = distributed.wrap_model(self.core, context, device)
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=data.pos_weight().to(device))
+        self.progress = _Progress()
+        self.checkpoints = run_dir / "checkpoints"
+
+    def fit(self, resume: bool) -> dict:
+        last = self.checkpoints / "last.pt"
+        if resume:
+            self._restore(last)
+        elif last.exists():
+            raise FileExistsError(f"{last} exists: pass resume=True to continue, or use a new run_dir")
+        writer = self._start_outputs()
+        try:
+            while self.progress.epoch < self.config.train.epochs and not self.progress.stopped_early:
+                self._run_epoch(self.progress.epoch, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        results = self._results()
+        if self.context.is_main:
+            write_text_atomic(self.run_dir / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
+        distributed.barrier(self.context)
+        return results
+
+    def _start_outputs(self):
+        """config.yaml and the TensorBoard writer, on rank 0 only (None elsewhere)."""
+        if not self.context.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # slow import; rank 0 only
+
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        return SummaryWriter(str(self.run_dir / "tb"))
+
+    def _run_epoch(self, epoch: int, writer) -> None:
+        loss = self._train_epoch(epoch)
+        valid_probs, valid_labels = self._predict(self.data.valid, f"epoch {epoch + 1} valid")
+        thresholds = [float(t) for t in choose_thresholds(valid_probs, valid_labels)]
+        valid = self._metrics(valid_probs, valid_labels, thresholds)
+        test = self._metrics(*self._predict(self.data.test, f"epoch {epoch + 1} test"), thresholds)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        improved = self.progress.record(epoch + 1, valid, test, thresholds, self.config.train.early_stop_patience)
+        if self.context.is_main:
+            self._save(thresholds, improved)
+            self._log(writer, epoch + 1, loss, valid, test)
+
+    def _train_epoch(self, epoch: int) -> float:
+        """One pass over train; returns the mean loss (averaged over ranks)."""
+        train_config = self.config.train
+        sampler = distributed.train_sampler(self.data.train, self.context, train_config.seed)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = _loader(self.data.train, self.data.collate_fn, self.config, train_config.seed + epoch,
+                         shuffle=sampler is None, sampler=sampler)
+        self.model.train()
+        total, steps = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} train", leave=False,
+                   disable=not _progress(self.config, self.context))
+        for batch in bar:
+            loss = self._step(batch.to(self.device))
+            total, steps = total + loss, steps + 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+        return distributed.mean_across_ranks(total / max(steps, 1), self.context)
+
+    def _step(self, batch: Batch) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.config, self.device):
+            output = self.model(batch)
+        loss = self.loss_fn(output.logits.float(), batch.labels.float())
+        if output.aux_loss is not None:
+            loss = loss + output.aux_loss.float()
+        loss.backward()
+        if self.config.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        return loss.item()
+
+    def _predict(self, dataset: Dataset, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        return predict(self.model, dataset, self.data.collate_fn, self.config, self.device, self.context, desc)
+
+    def _metrics(self, probs: np.ndarray, labels: np.ndarray, thresholds: list[float]) -> dict:
+        return compute_metrics(probs, labels, thresholds, self.class_names, self.single_label)
+
+    def _log(self, writer, epoch: int, loss: float, valid: dict, test: dict) -> None:
+        writer.add_scalar("train/loss", loss, epoch)
+        writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
+        for name in dict.fromkeys((*main_metrics(self.config.data.dataset), "f1")):
+            writer.add_scalar(f"valid/{name}", valid[name], epoch)
+            writer.add_scalar(f"test/{name}", test[name], epoch)
+        writer.flush()
+        logger.info("epoch %d: loss %.4f, valid f1 %.4f, test f1 %.4f%s", epoch, loss, valid["f1"], test["f1"],
+                    " (best)" if self.progress.best_epoch == epoch else "")
+
+    def _save(self, thresholds: list[float], improved: bool) -> None:
+        last = self.checkpoints / "last.pt"
+        with atomic_path(last) as tmp:
+            torch.save(self._checkpoint(thresholds), tmp)
+        if improved:
+            with atomic_path(self.checkpoints / "best.pt") as tmp:
+                shutil.copyfile(last, tmp)
+
+    def _checkpoint(self, thresholds: list[float]) -> dict:
+        return {
+            "epoch": self.progress.epoch,
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "progress": dataclasses.asdict(self.progress),
+            "thresholds": thresholds,
+            "config": self.config.to_dict(),
+            "class_names": self.class_names,
+        }
+
+    def _restore(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"cannot resume: {path} does not exist")
+        checkpoint = load_checkpoint(path)
+        _check_class_names(checkpoint["class_names"], self.class_names, path)
+        self.core.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint["scheduler"] is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.progress = _Progress(**checkpoint["progress"])
+        _set_rng_state(checkpoint["rng"])
+        logger.info("resumed from %s after epoch %d", path, self.progress.epoch)
+
+    def _results(self) -> dict:
+        config, best = self.config, self.progress.best
+        results = {
+            "model": config.model.name,
+            "dataset": config.data.dataset,
+            "main_metrics": list(main_metrics(config.data.dataset)),
+            "best_epoch": self.progress.best_epoch,
+            "epochs_completed": self.progress.epoch,
+            "stopped_early": self.progress.stopped_early,
+            "class_names": self.class_names,
+            "thresholds": best.get("thresholds"),
+            "valid": best.get("valid"),
+            "test": best.get("test"),
+            "skipped": self.data.skipped,
+            "config": config.to_dict(),
+        }
+        if "mesm" in config.model.name:  # sparse-attention settings belong with every MESM number
+            results.update(attention_mode=config.model.attention_mode, top_p=config.model.top_p)
+        return results
+
+
+def _build_model(model_config: ModelConfig, num_classes: int) -> nn.Module:
+    if model_config.name not in available_models():
+        import e2e.models  # noqa: F401  (registers the project's models; heavy, so only when needed)
+    return build_model(model_config, num_classes)
+
+
+def _loader(dataset: Dataset, collate_fn: Callable, config: ExperimentConfig, seed: int,
+            shuffle: bool = False, sampler=None) -> DataLoader:
+    """A DataLoader with its own seeded generator, so shuffling and worker seeds never touch (or
+    depend on) the global RNG."""
+    return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle, sampler=sampler,
+                      collate_fn=collate_fn, num_workers=config.data.num_workers,
+                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader gives each worker torch seed ``base_seed + worker_id``; derive python/numpy from it."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _autocast(config: ExperimentConfig, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.train.bf16)
+
+
+def _progress(config: ExperimentConfig, context: DistContext) -> bool:
+    return config.train.progress and context.is_main
+
+
+def _rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) RNG states as weights_only-loadable values."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_class_names(stored: Sequence[str], current: Sequence[str], source: Path | str) -> None:
+    if list(stored) != list(current):
+        raise ValueError(f"{source}: checkpoint classes {list(stored)} differ from the data's {list(current)}")
+
+
+def _json_safe(value):
+    """nan/inf → None, so results.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
