@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_reorg.io import safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
-from data_reorg.manifest import SPLITS, ClipRequest, Drop, ParseResult
+from data_reorg.manifest import MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, ParseResult
 from data_reorg.media import MediaError, VideoCut, cut_video, frame_span, probe_video, read_audio, write_wav
 from data_reorg.splits import SplitSpec, assign_splits
 
@@ -65,11 +65,15 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     if split.missing_from_corpus:
         log.warning("%d ids of the split lists are not in this corpus copy (e.g. %s)",
                     len(split.missing_from_corpus), ", ".join(split.missing_from_corpus[:5]))
-    rows = [dict(records[item], split=split.assignment[item]) for item in sorted(split.assignment)]
+    rows = [_manifest_row(records[item], split.assignment[item]) for item in sorted(split.assignment)]
     _write_outputs(out, rows, drops, split_spec, len(split.missing_from_corpus))
     counts = {name: sum(row["split"] == name for row in rows) for name in SPLITS}
     return RunSummary(len(rows), len(drops), len(records) - len(cut_records), counts,
                       len(split.missing_from_corpus))
+
+
+def _manifest_row(record: dict, split: str) -> dict:
+    return {key: split if key == "split" else record[key] for key in MANIFEST_FIELDS}
 
 
 def _unique_requests(requests: list[ClipRequest], drops: list[Drop]) -> dict[str, ClipRequest]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -59,9 +60,11 @@ def format_statistics(stats: dict, dropped: list[dict]) -> str:
 
 
 def _reason_kind(reason: str) -> str:
-    """Group drop reasons by their wording without the file/id specifics."""
-    text = reason.split(": ", 1)[-1] if reason.count(": ") else reason
-    return text[:80]
+    """A drop reason without its specifics (file and line in brackets, quoted values, numbers)."""
+    text = re.sub(r"\s*\([^)]*\)", "", reason)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"^\S*/\S*:\s*", "", text)
+    return re.sub(r"(?<![\w.])-?\d+(\.\d+)?(?![\w.])", "N", text)[:90]
 
 
 def verify(out: Path) -> dict[str, list[str]]:
