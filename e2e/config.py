@@ -38,6 +38,7 @@ class ModelConfig:
     text_random_init: bool = False  # build the text encoder from its config without pretrained weights
     cnn: str = "mesm_vgg"  # mesm_vgg (paper) | vgg11 | vgg11_bn (torchvision)
     cnn_weights: str | None = None  # torchvision weights name for vgg11/vgg11_bn, e.g. "DEFAULT"
+    cnn_width: float = 1.0  # channel multiplier of mesm_vgg (1 = the paper; 0.25 for CPU demos)
     d_model: int = 64
     temporal_layers: int = 4
     temporal_heads: int = 4
