@@ -22,8 +22,18 @@ $(STAMP): requirements/cpu.txt requirements/nodeps.txt setup.cfg pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
+# Continue a finished or interrupted run instead of refusing its existing checkpoint.
+resume = $(if $(wildcard $(1)/checkpoints/last.pt),--resume)
+
+# The main job: demo corpora -> clips -> face/mel cache -> FE2E and MESM -> test-metrics table.
 demo: $(STAMP)
 	$(BIN)/data-reorg demo $(DEMO_DIR)
+	$(BIN)/e2e preprocess $(DEMO_DIR)/iemocap --jobs 2
+	$(BIN)/e2e train --config configs/demo/fe2e.yaml --set data.data_dir=$(DEMO_DIR)/iemocap \
+		--out $(DEMO_DIR)/runs/fe2e $(call resume,$(DEMO_DIR)/runs/fe2e)
+	$(BIN)/e2e train --config configs/demo/mesm.yaml --set data.data_dir=$(DEMO_DIR)/iemocap \
+		--out $(DEMO_DIR)/runs/mesm $(call resume,$(DEMO_DIR)/runs/mesm)
+	@echo; $(BIN)/e2e table $(DEMO_DIR)/runs/fe2e $(DEMO_DIR)/runs/mesm
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

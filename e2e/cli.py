@@ -3,7 +3,7 @@
     e2e preprocess DATA_DIR [--jobs N] [--device cuda]
     e2e train --config configs/iemocap/mesm.yaml [--set key=value ...] --out RUN_DIR [--resume]
     e2e eval --ckpt RUN_DIR/checkpoints/best.pt [--split test]
-    e2e predict --ckpt CKPT VIDEO (--text "..." | --transcript FILE) [--start S --end E]
+    e2e predict --ckpt CKPT VIDEO (--text "..." | --transcript FILE) [--start S --end E] [--audio WAV]
     e2e table RUN_DIR... | e2e models
 """
 from __future__ import annotations
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--transcript", type=Path, help="file holding the transcript")
     predict.add_argument("--start", type=float, default=None, help="seconds into VIDEO")
     predict.add_argument("--end", type=float, default=None, help="seconds into VIDEO")
+    predict.add_argument("--audio", type=Path, default=None,
+                         help="audio file on the video's timeline (default: the video's own audio track)")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(handler=_predict)
 
@@ -113,7 +115,7 @@ def _predict(args: argparse.Namespace) -> int:
     from e2e.predict import predict_video
 
     text = args.text if args.text is not None else args.transcript.read_text(encoding="utf-8")
-    print(predict_video(args.ckpt, args.video, text, args.start, args.end, args.device).format())
+    print(predict_video(args.ckpt, args.video, text, args.start, args.end, args.device, args.audio).format())
     return 0
 
 

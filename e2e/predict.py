@@ -41,14 +41,18 @@ class Prediction:
 
 
 def predict_video(ckpt: Path | str, video: Path | str, text: str, start: float | None = None,
-                  end: float | None = None, device: str = "cpu") -> Prediction:
-    """Per-emotion probabilities and thresholded decisions for ``video`` over [start, end] seconds."""
+                  end: float | None = None, device: str = "cpu", audio: Path | str | None = None) -> Prediction:
+    """Per-emotion probabilities and thresholded decisions for ``video`` over [start, end] seconds.
+
+    The audio comes from the video's audio track, or from ``audio`` (any file ffmpeg reads, on the
+    same timeline) when the recording keeps it separately, as IEMOCAP and CMU-MOSEI do.
+    """
     if not text.strip():
         raise ValueError("the transcript is empty: pass --text or --transcript")
     checkpoint = load_checkpoint(ckpt)
     config = config_from_dict(checkpoint["config"], str(ckpt))
     crops, found = _face_crops(Path(video), start, end, config.data.img_interval_ms, device)
-    samples = _audio_track(Path(video), start, end)
+    samples = _audio_track(Path(audio or video), start, end)
     item = {"id": Path(video).stem, "text": text, "label": torch.zeros(len(checkpoint["class_names"])),
             "faces": normalise_faces(crops),
             "audio": mel_chunks(mel_spectrogram(torch.from_numpy(samples)),
@@ -74,19 +78,19 @@ def _face_crops(video: Path, start: float | None, end: float | None, img_interva
     return FaceCropper(device=device).crops(read_frames(video, indices))
 
 
-def _audio_track(video: Path, start: float | None, end: float | None) -> np.ndarray:
-    """The video's audio over [start, end] as 16 kHz mono float32, decoded by ffmpeg."""
+def _audio_track(media: Path, start: float | None, end: float | None) -> np.ndarray:
+    """The audio of ``media`` over [start, end] as 16 kHz mono float32, decoded by ffmpeg."""
     options = {"ss": start} if start else {}
     if end is not None:
         options["t"] = end - (start or 0.0)
     try:
-        raw, _ = (ffmpeg.input(str(video), **options)
+        raw, _ = (ffmpeg.input(str(media), **options)
                   .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE)
                   .run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True))
     except ffmpeg.Error as error:
         detail = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
-        raise MediaError(f"{video}: cannot decode the audio track ({detail[0]})") from error
+        raise MediaError(f"{media}: cannot decode the audio track ({detail[0]})") from error
     samples = np.frombuffer(raw, dtype=np.float32).copy()
     if samples.size < 400:
-        raise MediaError(f"{video}: the audio track has no usable audio in [{start}, {end}]")
+        raise MediaError(f"{media}: the audio track has no usable audio in [{start}, {end}]")
     return samples

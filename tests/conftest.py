@@ -1,0 +1,40 @@
+"""Session fixtures: the demo corpora are built, reorganized and preprocessed once per test run."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class DemoData:
+    root: Path  # data-reorg demo OUT: raw/, iemocap/, mosei/
+    raw_iemocap: Path
+    raw_mosei: Path
+    iemocap: Path  # reorganized (random 60/20/20 split, seed 0)
+    mosei: Path
+    truth: dict
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> DemoData:
+    """``data-reorg demo`` output, exactly as ``make demo`` produces it."""
+    from data_reorg.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    assert main(["demo", str(root), "--no-progress"]) == 0
+    raw = root / "raw"
+    truth = json.loads((raw / "demo_truth.json").read_text(encoding="utf-8"))
+    return DemoData(root, raw / "IEMOCAP_full_release", raw / "CMU_MOSEI", root / "iemocap", root / "mosei", truth)
+
+
+@pytest.fixture(scope="session")
+def demo_iemocap_cache(demo_data) -> Path:
+    """The reorganized demo IEMOCAP folder with its face/mel cache built (``e2e preprocess``)."""
+    from e2e.preprocess import preprocess
+
+    summary = preprocess(demo_data.iemocap, jobs=2, progress=False)
+    assert summary.problems == []
+    return demo_data.iemocap
