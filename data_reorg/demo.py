@@ -10,7 +10,7 @@ so that each modality alone can be learnt above chance:
   speed/pitch factor;
 * text: class-specific phrases mixed with neutral filler taken from the same sample's transcript.
 
-The trees also hold the traps of CORPUS_FORMATS.md (codes outside the six classes, XX ids, junk files,
+The trees also hold the traps of the real formats (codes outside the six classes, XX ids, junk files,
 a latin-1 byte, a missing sentence wav, CSD rows out of clip order or matching nothing, negative starts,
 segments past the media end, ...). ``demo_truth.json`` records every hidden class and every expected
 drop with its reason. Which ids exist and where the traps sit is fixed; the seed decides the classes,
@@ -58,7 +58,7 @@ CLASS_TINT = {             # mild BGR gains times a brightness: the colour cue a
     "neu": ((1.00, 1.00, 1.00), 1.00),
     "sad": ((1.12, 1.00, 0.88), 0.85),
 }
-# MTCNN boxes (x1, y1, x2, y2) of the faces in the bundled photos (ENVIRONMENT.md section 4).
+# MTCNN boxes (x1, y1, x2, y2) of the faces in the bundled photos.
 PHOTO_FACES = {"astronaut": (181, 62, 268, 172), "camera": (199, 119, 254, 192),
                "grace_hopper": (174, 120, 356, 340)}
 

@@ -1,4 +1,4 @@
-"""Per-class binary emotion metrics with thresholds tuned on valid (MESM_REFERENCE.md §8).
+"""Per-class binary emotion metrics with thresholds tuned on valid (the MESM protocol).
 
 Every class is a binary task: a probability ``p`` counts as positive iff ``p >= threshold``. Thresholds
 are chosen per class on the *valid* split and reused unchanged on test; nothing here looks at test

@@ -1,4 +1,4 @@
-"""Training and evaluation protocol (MESM_REFERENCE.md §7–8).
+"""Training and evaluation protocol of the MESM paper.
 
 Each epoch: train → valid (per-class thresholds chosen on valid) → test with those thresholds. The
 run's result is the test metrics of the epoch with the best mean valid F1; training stops early after

@@ -1,6 +1,6 @@
 """IEMOCAP recipe: parser edge cases on generated release trees, and one end-to-end cut of a tiny corpus.
 
-Fixture lines copy the real file formats (shared/CORPUS_FORMATS.md, section 1): TAB-separated summary
+Fixture lines copy the real file formats: TAB-separated summary
 lines with annotator lines after them, zero-padded transcript times without spaces around "-".
 """
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_mesm_forward_backward(modalities, mode):
             grads = [p.grad for p in block.attention.parameters()]
             if mode == "trainable":
                 assert all(g is not None and g.abs().sum() > 0 for g in grads)
-            else:  # faithful: selection only, as in the official code (MESM_REFERENCE §5.4, defect 2)
+            else:  # faithful: selection only, as in the official code (the official defect: attention never trained)
                 assert all(g is None for g in grads)
 
 

@@ -1,4 +1,4 @@
-"""Per-frame CNNs: the paper's VGG-style network (MESM_REFERENCE §4.1) and torchvision's VGG11.
+"""Per-frame CNNs: the paper's VGG-style network and torchvision's VGG11.
 
 Convolutions feeding a BatchNorm have no bias: BN subtracts the (batch or running) mean, so a bias
 there is redundant in training and in evaluation. It also makes the dense CNN and MESM's bias-free

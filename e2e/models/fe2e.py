@@ -1,4 +1,4 @@
-"""FE2E: the fully end-to-end model (MESM_REFERENCE §4).
+"""FE2E: the fully end-to-end model (Dai et al., NAACL 2021).
 
 Per visual/acoustic modality: a CNN on every face crop / mel chunk (packed over the batch), a
 projection to ``d_model``, a temporal transformer whose CLS output feeds a linear head. Text: the CLS

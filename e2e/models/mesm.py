@@ -1,4 +1,4 @@
-"""MESM: FE2E whose visual and acoustic CNNs are :class:`~e2e.models.sparse.SparseCNN` (MESM_REFERENCE §5).
+"""MESM: FE2E whose visual and acoustic CNNs are :class:`~e2e.models.sparse.SparseCNN` (Dai et al., NAACL 2021).
 
 Each frame's sparse attention is queried by the text CLS of its own utterance, so text is required.
 ``extras`` adds, per frame modality, the sites every sparse block kept and its attention weights.

@@ -1,6 +1,6 @@
 """MESM's sparse CNN: text-queried cross-modal attention, top-p site selection, submanifold convs.
 
-A frame (a face crop or a mel chunk) is a map of *sites* (y, x). Every sparse block (MESM_REFERENCE §5)
+A frame (a face crop or a mel chunk) is a map of *sites* (y, x). Every sparse block of MESM (Dai et al., 2021)
 
 1. scores each of the frame's active sites against the utterance's text CLS t,
    ``e = wᵀ tanh(W_x x + b_x + W_t t)``, and takes a softmax over the frame's active sites;
