@@ -164,8 +164,7 @@ def _run_stats(args: argparse.Namespace) -> int:
         print(report.summary_json(args.out))
         return 0
     rows = read_jsonl(args.out / "manifest.jsonl")
-    dropped = read_jsonl(args.out / "dropped.jsonl") if (args.out / "dropped.jsonl").exists() else []
-    print(report.format_statistics(report.split_statistics(rows), dropped))
+    print(report.format_statistics(report.split_statistics(rows), report.read_dropped(args.out)))
     return 0
 
 

@@ -55,6 +55,7 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     if options.strict and problems:
         raise StrictModeError(f"{problems[0].id}: {problems[0].reason}")
     requests = _unique_requests(parsed.requests, drops)
+    _remove_stale_temporaries(out)
     records, pending = _resume(requests, out)
     cut_records, cut_drops = _cut_all(pending, out, options)
     records.update(cut_records)
@@ -95,14 +96,32 @@ def _resume(requests: dict[str, ClipRequest], out: Path) -> tuple[dict[str, dict
     done: dict[str, dict] = {}
     pending = []
     for item, request in requests.items():
-        meta = _meta_path(out, item)
-        if meta.is_file():
-            saved = json.loads(meta.read_text(encoding="utf-8"))
-            if saved.get("fingerprint") == request.fingerprint() and clip_problems(out, saved["record"]) == []:
-                done[item] = saved["record"]
-                continue
-        pending.append(request)
+        record = _finished_record(_meta_path(out, item), request)
+        if record is not None and clip_problems(out, record) == []:
+            done[item] = record
+        else:
+            pending.append(request)
     return done, pending
+
+
+def _finished_record(meta: Path, request: ClipRequest) -> dict | None:
+    """The record saved for ``request`` by an earlier run, or None (absent, unreadable, or stale)."""
+    if not meta.is_file():
+        return None
+    try:
+        saved = json.loads(meta.read_text(encoding="utf-8"))
+        record = saved["record"] if saved["fingerprint"] == request.fingerprint() else None
+        return record if record is None or {"video", "audio", "sha256"} <= set(record) else None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s is unreadable (%s): the clip is cut again", meta, error)
+        return None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left behind (``.<name>.tmp<pid>...``); one run writes OUT at a time."""
+    for folder in ("video", "audio", "meta"):
+        for leftover in (out / folder).glob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)
 
 
 def clip_problems(out: Path, record: dict) -> list[str]:

@@ -102,7 +102,13 @@ def _media_problems(out: Path, row: dict) -> list[str]:
     return found
 
 
+def read_dropped(out: Path) -> list[dict]:
+    """``dropped.jsonl`` rows; none when a folder has no such file."""
+    path = Path(out) / "dropped.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
 def summary_json(out: Path) -> str:
     rows = read_jsonl(Path(out) / "manifest.jsonl")
-    dropped = read_jsonl(Path(out) / "dropped.jsonl")
+    dropped = read_dropped(out)
     return json.dumps({"splits": split_statistics(rows), "dropped": len(dropped)}, indent=2)
