@@ -4,7 +4,11 @@
     e2e train --config configs/iemocap/mesm.yaml [--set key=value ...] --out RUN_DIR [--resume]
     e2e eval --ckpt RUN_DIR/checkpoints/best.pt [--split test]
     e2e predict --ckpt CKPT VIDEO (--text "..." | --transcript FILE) [--start S --end E] [--audio WAV]
-    e2e table RUN_DIR... | e2e models
+    e2e flops --config CFG [--set ...] [--batch N] [--json FILE]
+    e2e visualize --ckpt CKPT --ids ID... --out DIR
+    e2e sweep top-p --config CFG --values 0.1:1.0:0.1 --seeds 0,1,2 --out DIR [--jobs N]
+    e2e sweep modalities --config configs/demo --models fe2e,mesm --seeds 0,1,2 --out DIR
+    e2e report RUN_DIR... [--out DIR] | e2e table RUN_DIR... | e2e models
 """
 from __future__ import annotations
 
@@ -75,6 +79,46 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--split", default="test", choices=("valid", "test"))
     table.set_defaults(handler=_table)
 
+    flops = commands.add_parser("flops", help="feature-extraction FLOPs per utterance, MESM vs FE2E")
+    flops.add_argument("--config", type=Path, required=True)
+    flops.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    flops.add_argument("--batch", type=int, default=8)
+    flops.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    flops.add_argument("--max-utterances", type=int, default=0, help="0 = the whole split")
+    flops.add_argument("--ckpt", type=Path, default=None, help="measure a trained model's kept sites")
+    flops.add_argument("--json", type=Path, default=None, help="write the full report (per layer) here")
+    flops.set_defaults(handler=_flops)
+
+    visualize = commands.add_parser("visualize", help="MESM kept sites over faces and mel chunks, per block")
+    visualize.add_argument("--ckpt", type=Path, required=True)
+    visualize.add_argument("--ids", nargs="+", required=True)
+    visualize.add_argument("--out", type=Path, required=True)
+    visualize.add_argument("--data-dir", type=Path, default=None)
+    visualize.set_defaults(handler=_visualize)
+
+    sweep = commands.add_parser("sweep", help="top-p and modality sweeps (each point its own run)")
+    sweeps = sweep.add_subparsers(dest="sweep", required=True)
+    top_p = sweeps.add_parser("top-p", help="MESM per top-p value and seed, FE2E as reference (Figure 5)")
+    top_p.add_argument("--config", type=Path, required=True)
+    top_p.add_argument("--values", default="0.1:1.0:0.1", help="start:stop:step (inclusive) or a,b,c")
+    top_p.add_argument("--flops-utterances", type=int, default=8, help="test utterances for GFLOPs")
+    modalities = sweeps.add_parser("modalities", help="T, A, V, TA, TV, AV, TAV per model (Table 5)")
+    modalities.add_argument("--config", type=Path, required=True,
+                            help="a folder of <model>.yaml files, or one YAML used for every model")
+    modalities.add_argument("--models", default="fe2e,mesm")
+    for parser_ in (top_p, modalities):
+        parser_.add_argument("--seeds", default="0")
+        parser_.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        parser_.add_argument("--out", type=Path, required=True)
+        parser_.add_argument("--jobs", type=int, default=1, help="points trained in parallel processes")
+    top_p.set_defaults(handler=_sweep_top_p)
+    modalities.set_defaults(handler=_sweep_modalities)
+
+    report = commands.add_parser("report", help="mean±std tables (markdown + CSV) over finished runs")
+    report.add_argument("run_dirs", type=Path, nargs="+")
+    report.add_argument("--out", type=Path, default=None, help="folder for report.md and report.csv")
+    report.set_defaults(handler=_report)
+
     models = commands.add_parser("models", help="list registered models")
     models.set_defaults(handler=_models)
     return parser
@@ -123,6 +167,61 @@ def _table(args: argparse.Namespace) -> int:
     from e2e.tables import load_results, results_table
 
     print(results_table(load_results(args.run_dirs), args.split))
+    return 0
+
+
+def _flops(args: argparse.Namespace) -> int:
+    from data_reorg.io import write_text_atomic
+    from e2e.config import load_config
+    from e2e.flops import format_flops_table, measure_flops
+    from e2e.train import load_checkpoint
+
+    config = load_config(args.config, args.overrides)
+    state = load_checkpoint(args.ckpt)["model"] if args.ckpt else None
+    report = measure_flops(config, split=args.split, max_utterances=args.max_utterances,
+                           batch_size=args.batch, state_dict=state)
+    print(format_flops_table(report))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from e2e.visualize import visualize
+
+    result = visualize(args.ckpt, args.ids, args.out, args.data_dir)
+    print("\n".join(str(image) for image in result["images"]))
+    print(f"{args.out / 'density.json'}: mean fraction of sites kept per block {result['density']['mean']}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    return [int(seed) for seed in text.split(",") if seed.strip()]
+
+
+def _sweep_top_p(args: argparse.Namespace) -> int:
+    from e2e.sweep import parse_values, sweep_top_p
+
+    csv = sweep_top_p(args.config, args.overrides, parse_values(args.values), _seeds(args.seeds), args.out,
+                      args.jobs, args.flops_utterances)
+    print(f"{csv}\n{args.out / 'top_p.png'}")
+    return 0
+
+
+def _sweep_modalities(args: argparse.Namespace) -> int:
+    from e2e.sweep import sweep_modalities
+
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    csv = sweep_modalities(args.config, models, _seeds(args.seeds), args.out, args.overrides, args.jobs)
+    print((args.out / "modalities.md").read_text(encoding="utf-8"))
+    print(csv)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from e2e.report import report
+
+    print(report(args.run_dirs, args.out))
     return 0
 
 
