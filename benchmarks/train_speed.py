@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from e2e import distributed  # noqa: E402
 from e2e.config import ExperimentConfig, load_config  # noqa: E402
-from e2e.train import DataBundle, build_datasets, build_optimizer, seed_everything  # noqa: E402
+from e2e.train import DataBundle, build_datasets, build_optimizer, seed_everything, train_step  # noqa: E402
 
 MODELS = ("fe2e", "mesm")
 
@@ -96,18 +96,7 @@ class Runner:
         batch = self._next_batch().to(self.device)
         self._sync()
         step_started = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        autocast = self.device.type == "cuda" and self.config.train.bf16
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            output = self.model(batch)
-        loss = self.loss_fn(output.logits.float(), batch.labels.float())
-        if output.aux_loss is not None:
-            loss = loss + output.aux_loss.float()
-        loss.backward()
-        if self.config.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-        self.optimizer.step()
-        loss.item()  # the trainer reads the loss every step
+        train_step(self.model, self.optimizer, self.loss_fn, batch, self.config, self.device)
         self._sync()
         ended = time.perf_counter()
         if timed:

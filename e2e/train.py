@@ -272,17 +272,7 @@ class _Trainer:
         return distributed.mean_across_ranks(total / max(steps, 1), self.context)
 
     def _step(self, batch: Batch) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.config, self.device):
-            output = self.model(batch)
-        loss = self.loss_fn(output.logits.float(), batch.labels.float())
-        if output.aux_loss is not None:
-            loss = loss + output.aux_loss.float()
-        loss.backward()
-        if self.config.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-        self.optimizer.step()
-        return loss.item()
+        return train_step(self.model, self.optimizer, self.loss_fn, batch, self.config, self.device)
 
     def _predict(self, dataset: Dataset, desc: str) -> tuple[np.ndarray, np.ndarray]:
         return predict(self.model, dataset, self.data.collate_fn, self.config, self.device, self.context, desc)
@@ -353,6 +343,22 @@ class _Trainer:
         if "mesm" in config.model.name:  # sparse-attention settings belong with every MESM number
             results.update(attention_mode=config.model.attention_mode, top_p=config.model.top_p)
         return results
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, batch: Batch,
+               config: ExperimentConfig, device: torch.device) -> float:
+    """One optimisation step on ``batch`` (already on ``device``); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(config, device):
+        output = model(batch)
+    loss = loss_fn(output.logits.float(), batch.labels.float())
+    if output.aux_loss is not None:
+        loss = loss + output.aux_loss.float()
+    loss.backward()
+    if config.train.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+    optimizer.step()
+    return loss.item()
 
 
 def _build_model(model_config: ModelConfig, num_classes: int) -> nn.Module:
