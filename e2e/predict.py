@@ -15,13 +15,11 @@ import numpy as np
 import torch
 
 from data_reorg.media import MediaError, SAMPLE_RATE, frame_span, probe_video
-from e2e.config import config_from_dict
 from e2e.data import collate, normalise_faces
 from e2e.features.audio import mel_chunks, mel_spectrogram
 from e2e.features.faces import FaceCropper, read_frames, sample_frame_indices
 from e2e.features.text import load_tokenizer
-from e2e.models import build_model
-from e2e.train import load_checkpoint
+from e2e.train import load_checkpoint, model_from_checkpoint
 
 
 @dataclass
@@ -50,7 +48,7 @@ def predict_video(ckpt: Path | str, video: Path | str, text: str, start: float |
     if not text.strip():
         raise ValueError("the transcript is empty: pass --text or --transcript")
     checkpoint = load_checkpoint(ckpt)
-    config = config_from_dict(checkpoint["config"], str(ckpt))
+    config, model = model_from_checkpoint(checkpoint, ckpt)
     crops, found = _face_crops(Path(video), start, end, config.data.img_interval_ms, device)
     samples = _audio_track(Path(audio or video), start, end)
     item = {"id": Path(video).stem, "text": text, "label": torch.zeros(len(checkpoint["class_names"])),
@@ -58,9 +56,6 @@ def predict_video(ckpt: Path | str, video: Path | str, text: str, start: float |
             "audio": mel_chunks(mel_spectrogram(torch.from_numpy(samples)),
                                 log=config.data.audio_features == "log_mel")}
     batch = collate([item], load_tokenizer(config.model.text_model), config.model.text_max_length)
-    model = build_model(config.model, len(checkpoint["class_names"]))
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
     with torch.no_grad():
         probabilities = torch.sigmoid(model(batch.to(device) if device != "cpu" else batch).logits)[0].cpu()
     thresholds = torch.as_tensor(checkpoint["thresholds"], dtype=probabilities.dtype)

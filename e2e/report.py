@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_reorg.io import atomic_path, write_text_atomic
 from e2e.tables import load_results
 
 AVERAGE = "avg"
@@ -51,7 +52,7 @@ def report(run_dirs: list[Path], out: Path | None = None) -> str:
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(markdown + "\n", encoding="utf-8")
+        write_text_atomic(out / "report.md", markdown + "\n")
         _write_csv(out / "report.csv", groups)
     return markdown
 
@@ -95,7 +96,7 @@ def _dataset_table(dataset: str, groups: dict[tuple, list[dict]]) -> str:
 
 
 def _write_csv(path: Path, groups: dict[tuple, list[dict]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for (dataset, model, modalities, top_p), runs in groups.items():

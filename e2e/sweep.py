@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_reorg.io import write_text_atomic
+from data_reorg.io import atomic_path, write_text_atomic
 from e2e.config import ExperimentConfig, config_from_dict, load_config
 from e2e.metrics import main_metrics
 from e2e.report import format_mean_std, mean_std
@@ -133,7 +133,7 @@ def _metric_values(test: dict) -> dict[str, float]:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
@@ -235,7 +235,7 @@ def sweep_modalities(config: Path, models: list[str], seeds: list[int], out: Pat
              "seed": job.config["train"]["seed"], **_metric_values(results[job.name]["test"]), "run": job.name}
             for model, subset, job in points]
     _write_csv(out / "modalities.csv", rows)
-    (out / "modalities.md").write_text(modalities_table(rows, main_metrics(dataset)[0]) + "\n", encoding="utf-8")
+    write_text_atomic(out / "modalities.md", modalities_table(rows, main_metrics(dataset)[0]) + "\n")
     return out / "modalities.csv"
 
 

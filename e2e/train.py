@@ -107,7 +107,7 @@ def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Pa
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     checkpoint = load_checkpoint(ckpt_path)
-    config = config_from_dict(checkpoint["config"], str(ckpt_path))
+    config, model = model_from_checkpoint(checkpoint, ckpt_path)
     if data_dir is not None:
         config.data.data_dir = str(data_dir)
     if device is not None:
@@ -115,11 +115,17 @@ def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Pa
     data = build_datasets(config) if datasets is None else datasets
     _check_class_names(checkpoint["class_names"], data.class_names, ckpt_path)
     target = distributed.resolve_device(config.train.device)
-    model = _build_model(config.model, len(data.class_names)).to(target)
-    model.load_state_dict(checkpoint["model"])
-    probs, labels = predict(model, getattr(data, split), data.collate_fn, config, target)
+    probs, labels = predict(model.to(target), getattr(data, split), data.collate_fn, config, target)
     return compute_metrics(probs, labels, checkpoint["thresholds"], data.class_names,
                            is_single_label(config.data.dataset))
+
+
+def model_from_checkpoint(checkpoint: dict, source: Path | str) -> tuple[ExperimentConfig, nn.Module]:
+    """A loaded checkpoint's config and its model with the trained weights, on CPU, in eval mode."""
+    config = config_from_dict(checkpoint["config"], str(source))
+    model = _build_model(config.model, len(checkpoint["class_names"]))
+    model.load_state_dict(checkpoint["model"])
+    return config, model.eval()
 
 
 def load_checkpoint(path: Path | str) -> dict:

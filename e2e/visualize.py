@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, touches no global backend state
 
-from e2e.config import config_from_dict
+from data_reorg.io import write_text_atomic
 from e2e.data import FACE_MEAN, FACE_STD, EmotionDataset, even_subsample
 
 MAX_COLUMNS = 6  # frames / chunks drawn per utterance (evenly spaced)
@@ -60,19 +60,16 @@ def mel_images(chunks: torch.Tensor) -> np.ndarray:
 
 def _load(ckpt: Path, data_dir: Path | None):
     from e2e.features.text import load_tokenizer
-    from e2e.models import build_model
-    from e2e.train import load_checkpoint
+    from e2e.train import load_checkpoint, model_from_checkpoint
 
     checkpoint = load_checkpoint(ckpt)
-    config = config_from_dict(checkpoint["config"], str(ckpt))
-    if config.model.name != "mesm":
-        raise ValueError(f"{ckpt}: model {config.model.name!r} has no sparse attention to visualize; "
-                         f"use a mesm checkpoint")
+    name = checkpoint["config"]["model"]["name"]
+    if name != "mesm":
+        raise ValueError(f"{ckpt}: model {name!r} has no sparse attention to visualize; use a mesm checkpoint")
+    config, model = model_from_checkpoint(checkpoint, ckpt)
     if data_dir is not None:
         config.data.data_dir = str(data_dir)
-    model = build_model(config.model, len(checkpoint["class_names"]))
-    model.load_state_dict(checkpoint["model"])
-    return checkpoint, config, model.eval(), load_tokenizer(config.model.text_model)
+    return checkpoint, config, model, load_tokenizer(config.model.text_model)
 
 
 def _items(ids: list[str], config, tokenizer) -> dict[str, tuple[dict, EmotionDataset]]:
@@ -136,7 +133,7 @@ def visualize(ckpt: Path, ids: list[str], out_dir: Path, data_dir: Path | None =
         masks[utterance] = {m: [mask.tolist() for mask in blocks] for m, blocks in kept.items()}
         density[utterance] = {m: [float(mask.mean()) for mask in blocks] for m, blocks in kept.items()}
     summary = {"per_utterance": density, "mean": _mean_density(density)}
-    (out_dir / "density.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text_atomic(out_dir / "density.json", json.dumps(summary, indent=2))
     return {"images": images, "density": summary, "masks": masks}
 
 
