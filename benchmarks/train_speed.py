@@ -68,7 +68,7 @@ class Runner:
 
         self.config, self.data, self.device = config, data, device
         seed_everything(config.train.seed)
-        self.model = build_model(config.model, len(data.class_names)).to(device).train()
+        self.model = build_model(config.model, data.class_names).to(device).train()
         self.optimizer = build_optimizer(self.model, config.train)
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=data.pos_weight().to(device))
         self.epoch, self.batches = 0, iter(())

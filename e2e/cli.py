@@ -8,6 +8,8 @@
     e2e visualize --ckpt CKPT --ids ID... --out DIR
     e2e sweep top-p --config CFG --values 0.1:1.0:0.1 --seeds 0,1,2 --out DIR [--jobs N]
     e2e sweep modalities --config configs/demo --models fe2e,mesm --seeds 0,1,2 --out DIR
+    e2e sweep missing --data DATA_DIR --models all --rates 0.0:0.9:0.1 --out DIR [--config-dir configs/demo]
+    e2e benchmark --data DATA_DIR --models all --seeds 0,1,2 --out DIR [--config-dir configs/demo]
     e2e report RUN_DIR... [--out DIR] | e2e table RUN_DIR... | e2e models
 """
 from __future__ import annotations
@@ -106,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     modalities.add_argument("--config", type=Path, required=True,
                             help="a folder of <model>.yaml files, or one YAML used for every model")
     modalities.add_argument("--models", default="fe2e,mesm")
+    missing = sweeps.add_parser("missing", help="test metrics against the fraction of missing inputs, per model")
+    _add_benchmark_arguments(missing)
+    missing.add_argument("--rates", default="0.0:0.9:0.1", help="start:stop:step (inclusive) or a,b,c")
+    missing.add_argument("--modes", default="elements,modalities",
+                         help="elements (frames, chunks, tokens) and/or modalities (whole modalities)")
+    missing.set_defaults(handler=_sweep_missing)
     for parser_ in (top_p, modalities):
         parser_.add_argument("--seeds", default="0")
         parser_.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -113,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--jobs", type=int, default=1, help="points trained in parallel processes")
     top_p.set_defaults(handler=_sweep_top_p)
     modalities.set_defaults(handler=_sweep_modalities)
+
+    benchmark = commands.add_parser("benchmark", help="every model on the same clips and splits: one mean±std table")
+    _add_benchmark_arguments(benchmark)
+    benchmark.set_defaults(handler=_benchmark)
 
     report = commands.add_parser("report", help="mean±std tables (markdown + CSV) over finished runs")
     report.add_argument("run_dirs", type=Path, nargs="+")
@@ -122,6 +134,53 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list registered models")
     models.set_defaults(handler=_models)
     return parser
+
+
+def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="a reorganized corpus (data-reorg output)")
+    parser.add_argument("--models", default="fe2e,mesm,lf_lstm,lf_trans,emoembs,mult",
+                        help="comma-separated registered models, or 'all' (the twelve)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--config-dir", type=Path, default=None,
+                        help="folder of <model>.yaml files (default: configs/<dataset of DATA>)")
+    parser.add_argument("--knowledge-data", type=Path, default=None,
+                        help="the other reorganized corpus, where ConKI pretrains its adapters")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+
+
+def _benchmark_inputs(args: argparse.Namespace) -> dict:
+    """The arguments shared by ``benchmark`` and ``sweep missing``, resolved."""
+    from e2e.benchmark import dataset_of, parse_models
+
+    config_dir = args.config_dir or Path("configs") / dataset_of(args.data)
+    return dict(data_dir=args.data, models=parse_models(args.models), seeds=_seeds(args.seeds),
+                config_dir=config_dir, out=args.out, overrides=args.overrides,
+                knowledge_data=args.knowledge_data, jobs=args.jobs)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from e2e.benchmark import benchmark
+
+    summary = benchmark(**_benchmark_inputs(args))
+    print((args.out / "report.md").read_text(encoding="utf-8"))
+    metric = summary["metric"]
+    for name, entry in summary["models"].items():
+        verdict = "beats" if entry["beats_majority"] else "does NOT beat"
+        print(f"{name}: test {metric} {100 * entry[metric]:.1f}, F1 {100 * entry['f1']:.1f} -> {verdict} the "
+              f"majority baseline ({100 * summary['majority'][metric]:.1f}, F1 {100 * summary['majority']['f1']:.1f})")
+    return 0
+
+
+def _sweep_missing(args: argparse.Namespace) -> int:
+    from e2e.robustness import sweep_missing
+    from e2e.sweep import parse_values
+
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    csv = sweep_missing(**_benchmark_inputs(args), rates=parse_values(args.rates), modes=modes)
+    print(f"{csv}\n{args.out / 'missing.png'}")
+    return 0
 
 
 def _preprocess(args: argparse.Namespace) -> int:

@@ -49,6 +49,9 @@ class ModelConfig:
     top_p: float = 0.7
     sparse_blocks: int = 3
     attention_mode: str = "trainable"  # trainable | faithful
+    # two-stage feature models (inputs="features"): d_model, temporal_* and dropout size their encoders
+    aux_weight: float = 0.1  # weight of a model's own auxiliary losses (MISA, FDMER, MICA, ConKI, CARAT, TFR-Net)
+    train_missing_rate: float = 0.0  # TFR-Net: fraction of feature frames masked at random while training
 
 
 @dataclass
@@ -64,6 +67,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # autocast to bfloat16 on CUDA only
     progress: bool = True
+    # fine-tuning: before the first epoch of a fresh run, copy the parameters whose names start with
+    # init_prefix from this checkpoint (e.g. ConKI's adapters pretrained on the other corpus)
+    init_checkpoint: str = ""
+    init_prefix: str = ""
 
 
 @dataclass

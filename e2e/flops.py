@@ -137,7 +137,7 @@ def _model_and_data(config: ExperimentConfig, data_dir: Path | None, split: str,
 
     tokenizer = load_tokenizer(config.model.text_model) if "t" in config.model.modalities else None
     dataset = EmotionDataset(data_dir or config.data.data_dir, split, config, tokenizer)
-    model = build_model(config.model, len(dataset.class_names))
+    model = build_model(config.model, dataset.class_names)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     if max_utterances > 0:

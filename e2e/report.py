@@ -43,7 +43,11 @@ def report(run_dirs: list[Path], out: Path | None = None) -> str:
     Raises FileNotFoundError for a run without results.json and ValueError for a run that never
     finished an epoch (no test metrics).
     """
-    results = load_results(run_dirs)
+    return write_report(load_results(run_dirs), out)
+
+
+def write_report(results: list[dict], out: Path | None = None) -> str:
+    """:func:`report` on loaded results (each a results.json dict with a ``run`` name)."""
     for result in results:
         if not result.get("test"):
             raise ValueError(f"{result['run']}: results.json holds no test metrics (no finished epoch)")

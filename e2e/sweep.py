@@ -57,14 +57,14 @@ def parse_values(text: str) -> list[float]:
     return [round(v, 6) for v in values]
 
 
-def run_jobs(job_list: list[Job], out: Path, jobs: int = 1) -> dict[str, dict]:
-    """Write ``OUT/jobs.json``, train every unfinished job; returns results (+ "flops") by job name.
+def run_jobs(job_list: list[Job], out: Path, jobs: int = 1, list_name: str = "jobs.json") -> dict[str, dict]:
+    """Write ``OUT/<list_name>``, train every unfinished job; returns results (+ "flops") by job name.
 
     ``jobs == 1`` trains in this process (no start-up cost per point); otherwise each worker gets
     ``max(1, cores // jobs)`` torch threads so parallel points do not oversubscribe the CPU.
     """
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "jobs.json", json.dumps([asdict(job) for job in job_list], indent=2) + "\n")
+    write_text_atomic(out / list_name, json.dumps([asdict(job) for job in job_list], indent=2) + "\n")
     if jobs <= 1:
         return {job.name: run_job(job) for job in job_list}
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -123,15 +123,15 @@ def _flops(job: Job, run_dir: Path) -> dict:
     return flops
 
 
-def _job(out: Path, name: str, config: ExperimentConfig, flops_utterances: int | None = None) -> Job:
+def make_job(out: Path, name: str, config: ExperimentConfig, flops_utterances: int | None = None) -> Job:
     return Job(name, config.to_dict(), str(out / name), flops_utterances)
 
 
-def _metric_values(test: dict) -> dict[str, float]:
+def metric_values(test: dict) -> dict[str, float]:
     return {name: test[name] for name in METRIC_COLUMNS if name in test}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns, restval="")
@@ -151,15 +151,15 @@ def sweep_top_p(config_path: Path, overrides: list[str], values: list[float], se
     out = Path(out)
     job_list = []
     for seed in seeds:
-        job_list.append(_job(out, f"fe2e-s{seed}", load_config(
+        job_list.append(make_job(out, f"fe2e-s{seed}", load_config(
             config_path, [*overrides, "model.name=fe2e", f"train.seed={seed}"]), flops_utterances))
         for p in values:
-            job_list.append(_job(out, f"mesm-p{p:g}-s{seed}", load_config(
+            job_list.append(make_job(out, f"mesm-p{p:g}-s{seed}", load_config(
                 config_path, [*overrides, "model.name=mesm", f"model.top_p={p}", f"train.seed={seed}"]),
                 flops_utterances))
     results = run_jobs(job_list, out, jobs)
     rows = [_top_p_row(job, results[job.name]) for job in job_list]
-    _write_csv(out / "results.csv", rows)
+    write_csv(out / "results.csv", rows)
     plot_top_p(rows, main_metrics(job_list[0].config["data"]["dataset"])[0], out / "top_p.png")
     return out / "results.csv"
 
@@ -168,7 +168,7 @@ def _top_p_row(job: Job, results: dict) -> dict:
     model = job.config["model"]
     flops = results["flops"]
     return {"p": model["top_p"] if model["name"] == "mesm" else "", "seed": job.config["train"]["seed"],
-            "model": model["name"], **_metric_values(results["test"]),
+            "model": model["name"], **metric_values(results["test"]),
             "gflops": flops["per_utterance_gflops"]["total"], "gflops_ratio": flops["ratio"], "run": job.name}
 
 
@@ -228,13 +228,13 @@ def sweep_modalities(config: Path, models: list[str], seeds: list[int], out: Pat
                 path = config / f"{variant}.yaml" if config.is_dir() else config
                 loaded = load_config(path, [*overrides, f"model.name={variant}", f"model.modalities={subset}",
                                             f"train.seed={seed}"])
-                points.append((model, subset, _job(out, f"{variant}-{subset}-s{seed}", loaded)))
+                points.append((model, subset, make_job(out, f"{variant}-{subset}-s{seed}", loaded)))
     results = run_jobs(_unique_jobs([job for _, _, job in points]), out, jobs)
     dataset = points[0][2].config["data"]["dataset"]
     rows = [{"model": model, "modalities": subset.upper(), "variant": job.config["model"]["name"],
-             "seed": job.config["train"]["seed"], **_metric_values(results[job.name]["test"]), "run": job.name}
+             "seed": job.config["train"]["seed"], **metric_values(results[job.name]["test"]), "run": job.name}
             for model, subset, job in points]
-    _write_csv(out / "modalities.csv", rows)
+    write_csv(out / "modalities.csv", rows)
     write_text_atomic(out / "modalities.md", modalities_table(rows, main_metrics(dataset)[0]) + "\n")
     return out / "modalities.csv"
 

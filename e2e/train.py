@@ -104,8 +104,15 @@ def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Pa
     The model and data settings come from the checkpoint's config; ``data_dir`` and ``device``
     (default: the stored ``train.device``) override it, ``datasets`` replaces the data entirely.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return checkpoint_evaluator(ckpt_path, data_dir, datasets, device)(split)
+
+
+def checkpoint_evaluator(ckpt_path: Path | str, data_dir: Path | str | None = None,
+                         datasets: DataBundle | None = None,
+                         device: str | None = None) -> Callable[..., dict]:
+    """Load a checkpoint and its data once; the returned ``evaluate(split="test", transform=None)`` gives
+    the metrics at the stored thresholds, each batch passed through ``transform`` first if given.
+    Arguments as in :func:`evaluate_checkpoint`."""
     checkpoint = load_checkpoint(ckpt_path)
     config, model = model_from_checkpoint(checkpoint, ckpt_path)
     if data_dir is not None:
@@ -115,15 +122,22 @@ def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Pa
     data = build_datasets(config) if datasets is None else datasets
     _check_class_names(checkpoint["class_names"], data.class_names, ckpt_path)
     target = distributed.resolve_device(config.train.device)
-    probs, labels = predict(model.to(target), getattr(data, split), data.collate_fn, config, target)
-    return compute_metrics(probs, labels, checkpoint["thresholds"], data.class_names,
-                           is_single_label(config.data.dataset))
+    model = model.to(target)
+
+    def evaluate(split: str = "test", transform: Callable[[Batch], Batch] | None = None) -> dict:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        probs, labels = predict(model, getattr(data, split), data.collate_fn, config, target, transform=transform)
+        return compute_metrics(probs, labels, checkpoint["thresholds"], data.class_names,
+                               is_single_label(config.data.dataset))
+
+    return evaluate
 
 
 def model_from_checkpoint(checkpoint: dict, source: Path | str) -> tuple[ExperimentConfig, nn.Module]:
     """A loaded checkpoint's config and its model with the trained weights, on CPU, in eval mode."""
     config = config_from_dict(checkpoint["config"], str(source))
-    model = _build_model(config.model, len(checkpoint["class_names"]))
+    model = _build_model(config.model, checkpoint["class_names"])
     model.load_state_dict(checkpoint["model"])
     return config, model.eval()
 
@@ -158,9 +172,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_config: TrainConfig)
 
 
 def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable, config: ExperimentConfig,
-            device: torch.device, context: DistContext = DistContext(),
-            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+            device: torch.device, context: DistContext = DistContext(), desc: str = "eval",
+            transform: Callable[[Batch], Batch] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(probs, labels), each (N, C), for the whole ``dataset`` in its order.
+
+    ``transform`` edits every batch before the model sees it (the missing-input sweep).
 
     Under DDP each rank predicts its round-robin shard with the unwrapped model (no collectives per
     batch, so uneven shards cannot hang) and the shards are gathered on every rank.
@@ -170,6 +186,8 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable, config: Ex
     probs, labels = [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not _progress(config, context)):
+            if transform is not None:
+                batch = transform(batch)
             with _autocast(config, device):
                 logits = model(batch.to(device)).logits
             probs.append(torch.sigmoid(logits.float()).cpu())
@@ -209,7 +227,7 @@ class _Trainer:
         self.class_names = list(data.class_names)
         self.single_label = is_single_label(config.data.dataset)
         seed_everything(config.train.seed)
-        self.core = _build_model(config.model, len(self.class_names)).to(device)
+        self.core = _build_model(config.model, self.class_names).to(device)
         self.optimizer = build_optimizer(self.core, config.train)
         self.scheduler = build_scheduler(self.optimizer, config.train)
         self.model = distributed.wrap_model(self.core, context, device)
@@ -223,6 +241,8 @@ class _Trainer:
             self._restore(last)
         elif last.exists():
             raise FileExistsError(f"{last} exists: pass resume=True to continue, or use a new run_dir")
+        elif self.config.train.init_checkpoint:
+            copy_pretrained(self.core, self.config.train.init_checkpoint, self.config.train.init_prefix)
         writer = self._start_outputs()
         try:
             while self.progress.epoch < self.config.train.epochs and not self.progress.stopped_early:
@@ -367,10 +387,30 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.M
     return loss.item()
 
 
-def _build_model(model_config: ModelConfig, num_classes: int) -> nn.Module:
+def copy_pretrained(model: nn.Module, checkpoint_path: Path | str, prefix: str) -> list[str]:
+    """Copy the parameters and buffers named ``prefix...`` from a checkpoint into ``model``; returns their names.
+
+    Every copied tensor must exist in ``model`` with the same shape. Nothing matching ``prefix`` is an
+    error: a fine-tuning run must not silently start from scratch.
+    """
+    stored = load_checkpoint(checkpoint_path)["model"]
+    own = model.state_dict()
+    names = [name for name in stored if name.startswith(prefix)]
+    if not names:
+        raise ValueError(f"{checkpoint_path}: no parameters start with {prefix!r} (train.init_prefix)")
+    for name in names:
+        if name not in own or own[name].shape != stored[name].shape:
+            got = tuple(own[name].shape) if name in own else "missing"
+            raise ValueError(f"{checkpoint_path}: {name} {tuple(stored[name].shape)} does not fit this model ({got})")
+    model.load_state_dict({name: stored[name] for name in names}, strict=False)
+    logger.info("copied %d tensors under %r from %s", len(names), prefix, checkpoint_path)
+    return names
+
+
+def _build_model(model_config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
     if model_config.name not in available_models():
         import e2e.models  # noqa: F401  (registers the project's models; heavy, so only when needed)
-    return build_model(model_config, num_classes)
+    return build_model(model_config, class_names)
 
 
 def _loader(dataset: Dataset, collate_fn: Callable, config: ExperimentConfig, seed: int,

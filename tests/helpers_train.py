@@ -54,7 +54,7 @@ def _per_utterance_mean(packed: torch.Tensor, lengths: torch.Tensor) -> torch.Te
 
 
 if MODEL_NAME not in available_models():  # the module may be imported twice (test file, script)
-    register_model(MODEL_NAME)(lambda config, num_classes: TinyModel(num_classes))
+    register_model(MODEL_NAME)(lambda config, class_names: TinyModel(len(class_names)))
 
 
 class SyntheticEmotions(Dataset):

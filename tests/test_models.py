@@ -55,7 +55,7 @@ def test_registry_lists_both_models():
 
 def test_build_model_from_config_with_the_text_loader():
     model = build_model(ModelConfig(name="mesm", text_model="tiny-bert", modalities="tv", d_model=16,
-                                    temporal_layers=1, temporal_heads=2, temporal_ffn=32), NUM_CLASSES)
+                                    temporal_layers=1, temporal_heads=2, temporal_ffn=32), list("abcdef")[:NUM_CLASSES])
     assert isinstance(model, MESM) and model.text.hidden_size == 32
 
 

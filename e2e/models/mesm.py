@@ -45,5 +45,5 @@ class MESM(FE2E):
 
 
 @register_model("mesm")
-def build_mesm(config: ModelConfig, num_classes: int) -> MESM:
-    return MESM(config, num_classes)
+def build_mesm(config: ModelConfig, class_names: list[str]) -> MESM:
+    return MESM(config, len(class_names))

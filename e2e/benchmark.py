@@ -1,0 +1,184 @@
+"""``e2e benchmark``: every model on the same clips, splits, trainer, metrics and thresholds; one table.
+
+For each (model, seed) one independent, resumable run ``OUT/<model>-s<seed>/`` is trained with
+``CONFIG_DIR/<model>.yaml``, its data directory, dataset and seed overridden (the jobs of
+:mod:`e2e.sweep`: a finished run is reused, a killed one resumed). Inputs are prepared first, each
+step reusing what is already cached: the face/mel cache (:mod:`e2e.preprocess`) for every model and
+the two-stage feature cache (:mod:`e2e.feature_cache`) for the feature models.
+
+ConKI injects knowledge from another corpus: with ``knowledge_data`` a stage-1 run
+``OUT/conki-knowledge-s<seed>/`` trains ConKI on that corpus, and the target run copies its
+``adapters.*`` weights before its first epoch (``train.init_checkpoint``).
+
+Outputs: ``report.md`` / ``report.csv`` (mean±std over seeds in the layout of the MESM paper's Table 3
+(IEMOCAP per-class Acc/F1) or Table 4 (MOSEI per-class WAcc/F1), with a ``majority`` row: the
+train-majority prediction scored by the same metrics) and ``summary.json`` (per model the mean test
+score and whether it beats the majority baseline).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from data_reorg.io import write_text_atomic
+from data_reorg.manifest import load_manifest
+from e2e.config import ExperimentConfig, load_config
+from e2e.metrics import compute_metrics, is_single_label, main_metrics
+from e2e.report import mean_std, write_report
+from e2e.sweep import Job, make_job, run_jobs
+
+ALL_MODELS = ("fe2e", "mesm", "lf_lstm", "lf_trans", "emoembs", "mult",
+              "misa", "fdmer", "mica", "conki", "carat", "tfr_net")
+KNOWLEDGE_MODELS = ("conki",)  # pretrain adapters on another corpus, then fine-tune
+KNOWLEDGE_PREFIX = "adapters."
+# the score a model must beat the majority baseline on: IEMOCAP 6-way accuracy (the per-class binary
+# Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a constant prediction)
+BASELINE_METRIC = {"iemocap": "multiclass_acc", "mosei": "wacc"}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkPlan:
+    """``pretrain``: stage-1 knowledge runs; ``runs``: (model, seed, job) of the runs in the table."""
+
+    pretrain: list[Job] = field(default_factory=list)
+    runs: list[tuple[str, int, Job]] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.pretrain, *(job for _, _, job in self.runs)]
+
+
+def parse_models(text: str) -> list[str]:
+    """``"all"`` or a comma list of registered model names, order kept, repeats dropped."""
+    from e2e.models import available_models
+
+    names = list(ALL_MODELS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [name for name in names if name not in available_models()]
+    if not names or unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown) or text!r}; registered: "
+                         f"{', '.join(available_models())} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def dataset_of(data_dir: Path | str) -> str:
+    """The ``dataset`` field shared by every manifest row of a reorganized corpus."""
+    datasets = {row["dataset"] for row in load_manifest(Path(data_dir))}
+    if len(datasets) != 1:
+        raise ValueError(f"{data_dir}/manifest.jsonl mixes datasets {sorted(datasets)}; benchmark one corpus")
+    return datasets.pop()
+
+
+def plan_benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
+                   overrides: Sequence[str] = (), knowledge_data: Path | None = None) -> BenchmarkPlan:
+    """The jobs of :func:`benchmark`, without running anything."""
+    plan = BenchmarkPlan()
+    for model in models:
+        for seed in seeds:
+            extra = []
+            if model in KNOWLEDGE_MODELS:
+                stage1 = _knowledge_job(model, seed, config_dir, out, overrides, knowledge_data)
+                plan.pretrain.append(stage1)
+                extra = [f"train.init_checkpoint={Path(stage1.run_dir) / 'checkpoints' / 'best.pt'}",
+                         f"train.init_prefix={KNOWLEDGE_PREFIX}"]
+            config = _model_config(model, seed, config_dir, data_dir, [*overrides, *extra])
+            plan.runs.append((model, seed, make_job(out, f"{model}-s{seed}", config)))
+    return plan
+
+
+def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
+              overrides: Sequence[str] = (), knowledge_data: Path | None = None, jobs: int = 1) -> dict:
+    """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
+    out = Path(out)
+    plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
+    prepare_inputs(plan.jobs)
+    if plan.pretrain:
+        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
+    finished = run_jobs([job for _, _, job in plan.runs], out, jobs)
+    results = [dict(finished[job.name], run=job.name) for _, _, job in plan.runs]
+    majority = majority_results(plan.runs[0][2].config)
+    write_report([majority, *results], out)
+    summary = summarize(results, majority)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def prepare_inputs(job_list: Sequence[Job]) -> None:
+    """Build (or reuse) the face/mel cache of every data directory and the feature cache of every
+    feature-model configuration the jobs need, before any training starts."""
+    from e2e.feature_cache import extract_features
+    from e2e.models import model_inputs
+    from e2e.preprocess import preprocess
+
+    caches, features = set(), set()
+    for job in job_list:
+        data, model = job.config["data"], job.config["model"]
+        caches.add((data["data_dir"], data["img_interval_ms"]))
+        if model_inputs(model["name"]) == "features":
+            features.add((data["data_dir"], model["text_model"], data["img_interval_ms"], model["text_max_length"]))
+    for data_dir, interval in sorted(caches):
+        preprocess(data_dir, interval, progress=False)
+    for data_dir, text_model, interval, max_length in sorted(features):
+        extract_features(data_dir, text_model, interval, max_length, progress=False)
+
+
+def majority_results(config_dict: dict) -> dict:
+    """results.json-shaped test metrics of the train-majority prediction: the most frequent class for
+    every test utterance (single-label) or, per emotion, its more frequent value (multi-label)."""
+    from e2e.config import config_from_dict
+    from e2e.train import build_datasets
+
+    config = config_from_dict(config_dict)
+    data = build_datasets(config)
+    dataset, positives = config.data.dataset, torch.as_tensor(data.train_positives, dtype=torch.float32)
+    if is_single_label(dataset):
+        constant = torch.nn.functional.one_hot(positives.argmax(), len(positives)).float()
+    else:
+        constant = (positives > len(data.train) / 2).float()
+    labels = data.test.labels.numpy()
+    probs = np.tile(constant.numpy(), (len(labels), 1))
+    test = compute_metrics(probs, labels, [0.5] * len(positives), data.class_names, is_single_label(dataset))
+    return {"run": "majority", "model": "majority", "dataset": dataset, "main_metrics": list(main_metrics(dataset)),
+            "class_names": list(data.class_names), "test": test, "config": {"model": {"modalities": "-"}}}
+
+
+def summarize(results: list[dict], majority: dict) -> dict:
+    """Per model: mean±std of the dataset's baseline metric and F1 over seeds, and whether the mean
+    beats the majority baseline on both."""
+    dataset = majority["dataset"]
+    metric = BASELINE_METRIC[dataset]
+    models: dict[str, dict] = {}
+    for result in results:
+        models.setdefault(result["model"], {"runs": []})["runs"].append(result["run"])
+    for name, entry in models.items():
+        runs = [result for result in results if result["model"] == name]
+        for key in (metric, "f1"):
+            entry[key], entry[f"{key}_std"] = mean_std([run["test"][key] for run in runs])
+        entry["beats_majority"] = entry[metric] > majority["test"][metric] and entry["f1"] > majority["test"]["f1"]
+    return {"dataset": dataset, "metric": metric,
+            "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]}, "models": models}
+
+
+def _model_config(model: str, seed: int, config_dir: Path, data_dir: Path,
+                  overrides: Sequence[str]) -> ExperimentConfig:
+    path = config_dir / f"{model}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: every benchmarked model needs <model>.yaml in {config_dir}")
+    return load_config(path, [*overrides, f"model.name={model}", f"data.data_dir={data_dir}",
+                              f"data.dataset={dataset_of(data_dir)}", f"train.seed={seed}"])
+
+
+def _knowledge_job(model: str, seed: int, config_dir: Path, out: Path, overrides: Sequence[str],
+                   knowledge_data: Path | None) -> Job:
+    if knowledge_data is None:
+        raise ValueError(f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
+                         f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)")
+    config = _model_config(model, seed, config_dir, Path(knowledge_data), overrides)
+    return make_job(out, f"{model}-knowledge-s{seed}", config)
