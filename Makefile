@@ -22,18 +22,12 @@ $(STAMP): requirements/cpu.txt requirements/nodeps.txt setup.cfg pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-# Continue a finished or interrupted run instead of refusing its existing checkpoint.
-resume = $(if $(wildcard $(1)/checkpoints/last.pt),--resume)
-
-# The main job: demo corpora -> clips -> face/mel cache -> FE2E and MESM -> test-metrics table.
+# The main job: demo corpora -> clips -> face/mel and feature caches -> all twelve models -> one table.
+# Finished runs are reused and interrupted ones resumed, so a rerun only does what is missing.
 demo: $(STAMP)
 	$(BIN)/data-reorg demo $(DEMO_DIR)
-	$(BIN)/e2e preprocess $(DEMO_DIR)/iemocap --jobs 2
-	$(BIN)/e2e train --config configs/demo/fe2e.yaml --set data.data_dir=$(DEMO_DIR)/iemocap \
-		--out $(DEMO_DIR)/runs/fe2e $(call resume,$(DEMO_DIR)/runs/fe2e)
-	$(BIN)/e2e train --config configs/demo/mesm.yaml --set data.data_dir=$(DEMO_DIR)/iemocap \
-		--out $(DEMO_DIR)/runs/mesm $(call resume,$(DEMO_DIR)/runs/mesm)
-	@echo; $(BIN)/e2e table $(DEMO_DIR)/runs/fe2e $(DEMO_DIR)/runs/mesm
+	$(BIN)/e2e benchmark --data $(DEMO_DIR)/iemocap --models all --seeds 0 --config-dir configs/demo \
+		--knowledge-data $(DEMO_DIR)/mosei --set train.progress=false --out $(DEMO_DIR)/benchmark
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

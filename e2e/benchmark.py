@@ -98,7 +98,7 @@ def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], confi
     """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
     out = Path(out)
     plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
-    prepare_inputs(plan.jobs)
+    prepare_inputs(plan.jobs, jobs)
     if plan.pretrain:
         run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
     finished = run_jobs([job for _, _, job in plan.runs], out, jobs)
@@ -110,9 +110,9 @@ def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], confi
     return summary
 
 
-def prepare_inputs(job_list: Sequence[Job]) -> None:
-    """Build (or reuse) the face/mel cache of every data directory and the feature cache of every
-    feature-model configuration the jobs need, before any training starts."""
+def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:
+    """Build (or reuse) the face/mel cache of every data directory (``workers`` MTCNN processes) and the
+    feature cache of every feature-model configuration the jobs need, before any training starts."""
     from e2e.feature_cache import extract_features
     from e2e.models import model_inputs
     from e2e.preprocess import preprocess
@@ -124,7 +124,7 @@ def prepare_inputs(job_list: Sequence[Job]) -> None:
         if model_inputs(model["name"]) == "features":
             features.add((data["data_dir"], model["text_model"], data["img_interval_ms"], model["text_max_length"]))
     for data_dir, interval in sorted(caches):
-        preprocess(data_dir, interval, progress=False)
+        preprocess(data_dir, interval, jobs=workers, progress=False)
     for data_dir, text_model, interval, max_length in sorted(features):
         extract_features(data_dir, text_model, interval, max_length, progress=False)
 

@@ -65,9 +65,10 @@ class EmotionDataset(Dataset):
         self.tokenizer, self.text_max_length = tokenizer, config.model.text_max_length
         self.items: list[_Item] = []
         self.skipped: dict[str, list[str]] = {}
+        self.img_interval_ms = data.img_interval_ms
         rows = load_manifest(self.data_dir, split)
         for row in rows:
-            self._admit(row, cache_path(self.data_dir, data.img_interval_ms, row["id"]))
+            self._admit(row)
         self._report(len(rows))
 
     @property
@@ -94,20 +95,28 @@ class EmotionDataset(Dataset):
     def collator(self) -> "Collator":
         return Collator(self.tokenizer, self.text_max_length)
 
-    def _admit(self, row: dict, cache: Path) -> None:
+    def _admit(self, row: dict) -> None:
         label = self._label(row["label"])
         if not str(row.get("text") or "").strip():
             problem = ("empty_text", "empty transcript")
         elif label is None:
             problem = ("bad_label", f"label {row['label']!r} is not a {self.dataset} label")
         else:
-            problem = check_cache(cache, source_key(row))
+            problem = self._check_inputs(row)
         if problem is None:
-            self.items.append(_Item(row["id"], row["text"], label, cache))
+            self.items.append(_Item(row["id"], row["text"], label, self._input_file(row)))
             return
         reason, message = problem
         self.skipped.setdefault(reason, []).append(row["id"])
         logger.warning("%s: skipping %s (%s): %s", self.split, row["id"], reason, message)
+
+    def _input_file(self, row: dict) -> Path:
+        """The file ``__getitem__`` reads for ``row``."""
+        return cache_path(self.data_dir, self.img_interval_ms, row["id"])
+
+    def _check_inputs(self, row: dict) -> tuple[str, str] | None:
+        """(reason, message) when ``row``'s cached inputs are unusable, else None."""
+        return check_cache(self._input_file(row), source_key(row))
 
     def _label(self, raw) -> torch.Tensor | None:
         classes = self.class_names

@@ -39,7 +39,7 @@ def sweep_missing(data_dir: Path, models: Sequence[str], seeds: Sequence[int], c
         raise ValueError(f"unknown missing mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
     out = Path(out)
     plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
-    prepare_inputs(plan.jobs)
+    prepare_inputs(plan.jobs, jobs)
     if plan.pretrain:
         run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
     run_jobs([job for _, _, job in plan.runs], out, jobs)

@@ -37,7 +37,7 @@ from e2e.batch import Batch
 from e2e.config import ExperimentConfig, ModelConfig, TrainConfig, config_from_dict
 from e2e.distributed import DistContext
 from e2e.metrics import choose_thresholds, compute_metrics, is_single_label, main_metrics
-from e2e.models.registry import available_models, build_model
+from e2e.models.registry import available_models, build_model, model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,23 @@ class DataBundle:
 
 
 def build_datasets(config: ExperimentConfig) -> DataBundle:
-    """The three splits of ``config.data.data_dir`` via :class:`e2e.data.EmotionDataset`."""
+    """The three splits of ``config.data.data_dir``: :class:`e2e.data.EmotionDataset` for models that
+    read raw inputs, :class:`e2e.feature_data.FeatureDataset` (standardised with train's statistics)
+    for models registered with ``inputs="features"``."""
     from e2e.data import EmotionDataset, label_counts  # heavy (media stack); only for real data
-    from e2e.features.text import load_tokenizer
 
-    tokenizer = load_tokenizer(config.model.text_model)
-    splits = {split: EmotionDataset(config.data.data_dir, split, config, tokenizer) for split in SPLITS}
+    data_dir = config.data.data_dir
+    if _model_inputs(config.model.name) == "features":
+        from e2e.feature_data import FeatureDataset
+
+        train_split = FeatureDataset(data_dir, "train", config)
+        splits = {"train": train_split, **{split: FeatureDataset(data_dir, split, config, train_split.statistics)
+                                           for split in ("valid", "test")}}
+    else:
+        from e2e.features.text import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model.text_model)
+        splits = {split: EmotionDataset(data_dir, split, config, tokenizer) for split in SPLITS}
     return DataBundle(
         **splits,
         class_names=list(splits["train"].class_names),
@@ -408,9 +419,18 @@ def copy_pretrained(model: nn.Module, checkpoint_path: Path | str, prefix: str) 
 
 
 def _build_model(model_config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
-    if model_config.name not in available_models():
-        import e2e.models  # noqa: F401  (registers the project's models; heavy, so only when needed)
+    _register_models(model_config.name)
     return build_model(model_config, class_names)
+
+
+def _model_inputs(name: str) -> str:
+    _register_models(name)
+    return model_inputs(name)
+
+
+def _register_models(name: str) -> None:
+    if name not in available_models():
+        import e2e.models  # noqa: F401  (registers the project's models; heavy, so only when needed)
 
 
 def _loader(dataset: Dataset, collate_fn: Callable, config: ExperimentConfig, seed: int,

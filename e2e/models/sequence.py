@@ -6,11 +6,12 @@ feature sizes come from :func:`e2e.features.sequences.feature_dims` of ``config.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from e2e.batch import Batch
 from e2e.config import ModelConfig
 from e2e.features.sequences import feature_dims
-from e2e.models.encoders import pad_packed
+from e2e.models.encoders import pad_packed, sinusoidal_encoding
 from e2e.models.fe2e import parse_modalities
 
 
@@ -30,3 +31,42 @@ def modality_dims(config: ModelConfig) -> dict[str, int]:
     dims = feature_dims(config.text_model)
     return {modality: dims[modality] for modality in parse_modalities(config.modalities)}
 
+
+
+def mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
+    """``Linear -> ReLU -> Dropout -> Linear``: the heads and fusion layers of the feature models."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_features))
+
+
+class SequenceEncoder(nn.Module):
+    """Linear projection to ``d_model``, sinusoidal positions, post-LN transformer encoder with key padding
+    masks. ``forward`` returns the per-step states ``(B, L, d)``; :func:`masked_mean` pools them."""
+
+    def __init__(self, in_features: int, config: ModelConfig):
+        super().__init__()
+        self.projection = nn.Linear(in_features, config.d_model)
+        layer = nn.TransformerEncoderLayer(config.d_model, config.temporal_heads, config.temporal_ffn,
+                                           config.dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.temporal_layers, enable_nested_tensor=False)
+
+    def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        states = self.projection(sequence)
+        states = states + sinusoidal_encoding(states.shape[1], states.shape[2], states.device)
+        return self.encoder(states, src_key_padding_mask=padding)
+
+
+class LSTMEncoder(nn.Module):
+    """Bidirectional LSTM over the valid steps only (packed); the utterance vector is the last layer's final
+    forward and backward states, projected to ``d_model``."""
+
+    def __init__(self, in_features: int, config: ModelConfig):
+        super().__init__()
+        self.lstm = nn.LSTM(in_features, config.d_model, config.temporal_layers, batch_first=True,
+                            bidirectional=True, dropout=config.dropout if config.temporal_layers > 1 else 0.0)
+        self.output = nn.Linear(2 * config.d_model, config.d_model)
+
+    def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        lengths = (~padding).sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        return self.output(torch.cat([hidden[-2], hidden[-1]], dim=1))
