@@ -1,0 +1,90 @@
+"""ConKI (Yu et al., 2023, "ConKI: Contrastive Knowledge Injection for Multimodal Sentiment Analysis"),
+for emotion classification on two-stage features.
+
+Per modality a **pan-knowledge** encoder (a transformer over the feature sequence: general knowledge)
+and a **knowledge adapter** (bottleneck adapter layers on the encoder's states: domain knowledge)
+give two utterance vectors, ``pan_m`` and ``knowledge_m``; the 2M vectors are concatenated and an MLP
+classifies them. The adapters live under ``adapters`` so they can be pretrained elsewhere:
+
+1. stage 1: train ``conki`` on the *other* corpus (the external knowledge source) with the task loss;
+2. stage 2: train ``conki`` on the target corpus with ``train.init_checkpoint=<stage-1 run>/checkpoints/
+   best.pt`` and ``train.init_prefix=adapters.`` — the adapters start from the injected knowledge, the
+   rest from scratch, and everything is fine-tuned (``e2e benchmark --knowledge-data`` does both).
+
+Hierarchical contrastive loss (training only, times ``aux_weight``), each term a supervised
+contrastive loss (:func:`e2e.models.losses.supervised_contrastive`) over a set of views:
+
+* knowledge level: for each modality, ``pan_m`` and ``knowledge_m`` of the same utterance are
+  *negatives* (their cosine similarity is penalised), so the adapter adds knowledge the pan encoder
+  lacks — our reading of the paper's knowledge-level pairs;
+* modality level: the ``knowledge_m`` of one utterance across modalities are positives;
+* sample level: fused vectors of utterances with the same label set are positives (the paper rounded
+  sentiment scores; one-hot IEMOCAP means the same class, multi-hot MOSEI the same emotion set).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from e2e.batch import Batch, ModelOutput
+from e2e.config import ModelConfig
+from e2e.models.losses import label_positives, supervised_contrastive
+from e2e.models.registry import register_model
+from e2e.models.sequence import SequenceEncoder, masked_mean, mlp, modality_dims, padded_features
+
+ADAPTER_REDUCTION = 4
+ADAPTER_LAYERS = 2
+KNOWLEDGE_WEIGHT, MODALITY_WEIGHT, SAMPLE_WEIGHT = 1.0, 1.0, 1.0
+
+
+class Adapter(nn.Module):
+    """Residual bottleneck adapter layers (down-projection, ReLU, up-projection, LayerNorm)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        hidden = max(1, d_model // ADAPTER_REDUCTION)
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, d_model))
+                                    for _ in range(ADAPTER_LAYERS))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            states = states + layer(states)
+        return self.norm(states)
+
+
+class ConKI(nn.Module):
+    def __init__(self, config: ModelConfig, num_classes: int):
+        super().__init__()
+        dims = modality_dims(config)
+        self.aux_weight = config.aux_weight
+        self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
+        self.adapters = nn.ModuleDict({m: Adapter(config.d_model) for m in dims})
+        self.head = mlp(2 * len(dims) * config.d_model, config.d_model, num_classes, config.dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        pan, knowledge = {}, {}
+        for modality, encoder in self.encoders.items():
+            sequence, padding = padded_features(batch, modality)
+            states = encoder(sequence, padding)
+            pan[modality] = masked_mean(states, padding)
+            knowledge[modality] = masked_mean(self.adapters[modality](states), padding)
+        fused = torch.cat([*pan.values(), *knowledge.values()], dim=1)
+        aux = self.aux_weight * hierarchical_contrastive(pan, knowledge, fused, batch.labels) if self.training else None
+        return ModelOutput(self.head(fused), aux_loss=aux)
+
+
+def hierarchical_contrastive(pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Knowledge-, modality- and sample-level contrastive terms (see the module docstring)."""
+    knowledge_level = sum(nn.functional.cosine_similarity(pan[m], knowledge[m], dim=1).clamp(min=0).mean()
+                          for m in pan) / len(pan)
+    views = torch.cat(list(knowledge.values()))  # (M * B, d): row m * B + b is modality m of utterance b
+    utterance = torch.arange(len(fused), device=fused.device).repeat(len(knowledge))
+    modality_level = supervised_contrastive(views, utterance[:, None] == utterance[None, :])
+    sample_level = supervised_contrastive(fused, label_positives(labels))
+    return KNOWLEDGE_WEIGHT * knowledge_level + MODALITY_WEIGHT * modality_level + SAMPLE_WEIGHT * sample_level
+
+
+@register_model("conki", inputs="features")
+def build_conki(config: ModelConfig, class_names: list[str]) -> ConKI:
+    return ConKI(config, len(class_names))
