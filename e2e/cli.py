@@ -1,6 +1,7 @@
 """``e2e``: preprocess reorganized clips, train and evaluate models, predict on a new video.
 
     e2e preprocess DATA_DIR [--jobs N] [--device cuda]
+    e2e features DATA_DIR [--text-model minilm] [--text-max-length 100]
     e2e train --config configs/iemocap/mesm.yaml [--set key=value ...] --out RUN_DIR [--resume]
     e2e eval --ckpt RUN_DIR/checkpoints/best.pt [--split test]
     e2e predict --ckpt CKPT VIDEO (--text "..." | --transcript FILE) [--start S --end E] [--audio WAV]
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--device", default="cpu", help="MTCNN device: cpu, cuda, cuda:N")
     preprocess.add_argument("--no-progress", action="store_true")
     preprocess.set_defaults(handler=_preprocess)
+
+    features = commands.add_parser("features", help="cache the two-stage features of the feature models")
+    features.add_argument("data_dir", type=Path)
+    features.add_argument("--text-model", default="minilm", help="HF id or local folder (the config's text_model)")
+    features.add_argument("--img-interval-ms", type=int, default=500)
+    features.add_argument("--text-max-length", type=int, default=100)
+    features.add_argument("--device", default="cpu")
+    features.add_argument("--no-progress", action="store_true")
+    features.set_defaults(handler=_features)
 
     train = commands.add_parser("train", help="train a model (DDP under torchrun)")
     train.add_argument("--config", type=Path, required=True)
@@ -188,6 +198,18 @@ def _preprocess(args: argparse.Namespace) -> int:
 
     summary = preprocess(args.data_dir, args.img_interval_ms, args.jobs, args.device, not args.no_progress)
     print(f"{summary.cache_dir}: {summary.total} utterances, {summary.built} built, {summary.reused} reused, "
+          f"{len(summary.problems)} problems ({summary.seconds:.1f} s)")
+    for problem in summary.problems:
+        print(f"  {problem['id']}: {problem['error']}", file=sys.stderr)
+    return 0 if summary.total > len(summary.problems) else 1
+
+
+def _features(args: argparse.Namespace) -> int:
+    from e2e.feature_cache import extract_features
+
+    summary = extract_features(args.data_dir, args.text_model, args.img_interval_ms, args.text_max_length,
+                               not args.no_progress, args.device)
+    print(f"{summary.feature_dir}: {summary.total} utterances, {summary.built} built, {summary.reused} reused, "
           f"{len(summary.problems)} problems ({summary.seconds:.1f} s)")
     for problem in summary.problems:
         print(f"  {problem['id']}: {problem['error']}", file=sys.stderr)

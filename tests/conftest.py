@@ -38,3 +38,13 @@ def demo_iemocap_cache(demo_data) -> Path:
     summary = preprocess(demo_data.iemocap, jobs=2, progress=False)
     assert summary.problems == []
     return demo_data.iemocap
+
+
+@pytest.fixture(scope="session")
+def demo_iemocap_features(demo_iemocap_cache) -> Path:
+    """The demo IEMOCAP folder with its two-stage feature cache (``e2e features``, as the demo configs set it)."""
+    from e2e.feature_cache import extract_features
+
+    summary = extract_features(demo_iemocap_cache, "minilm", 500, 32, progress=False)
+    assert summary.problems == []
+    return demo_iemocap_cache
