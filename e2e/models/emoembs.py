@@ -65,7 +65,8 @@ class EmoEmbs(nn.Module):
         scores = {}
         for modality, encoder in self.encoders.items():
             sequence, padding = padded_features(batch, modality)
-            scores[modality] = self.scores(self.to_word_space[modality](masked_mean(encoder(sequence, padding), padding)))
+            utterance = masked_mean(encoder(sequence, padding), padding)
+            scores[modality] = self.scores(self.to_word_space[modality](utterance))
         logits = self.fusion(torch.stack(list(scores.values()), dim=-1))
         return ModelOutput(logits, extras={"modality_logits": scores})
 

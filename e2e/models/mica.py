@@ -1,30 +1,45 @@
-"""MICA: MulT-style cross-modal attention with distribution alignment and merging gates.
+"""MICA (Liang et al., ICCV 2021, "Attention is not Enough: Mitigating the Distribution Discrepancy in
+Asynchronous Multimodal Sequence Fusion"; Modality-Invariant Crossmodal Attention).
 
-The model is :class:`~e2e.models.mult.MulT` with every cross-modal stack replaced by
-:class:`AlignedCrossModalTransformer`, which adds, per layer:
+The paper keeps MulT's architecture and argues that a query from one modality and keys from another
+live in mismatched distributions, so the learnt cross-modal attention is unreliable; it aligns the
+*marginal* distributions of queries and keys and the *elements* with high-confidence correlations
+in the common query/key space. Here: :class:`~e2e.models.mult.MulT` with every cross-modal stack
+replaced by :class:`AlignedCrossModalTransformer`, which adds, at every layer ``l``:
 
-* a **merging gate**: ``g = sigmoid(W [x; u])`` decides per element how much of the cross-modal update
-  ``u`` enters the target stream (``x + g * u``) instead of always adding it;
-* **MMD marginal alignment** of queries and keys: the layer-normed valid target tokens (queries) and
-  source tokens (keys) of the batch are pulled together in distribution by a multi-kernel Gaussian
-  MMD (:func:`e2e.models.losses.mmd`), at most :data:`MMD_TOKENS` tokens of each side per layer;
-* **propagated element-level alignment**: from the second layer on, each valid target element's
-  cross-modal update is pulled towards the same element's update in the previous layer (mean squared
-  difference; the previous update is detached, so alignment propagates forward through depth rather
-  than collapsing both layers). Our reading of the paper's element-level loss: it is 0 when
-  consecutive layers agree.
+* **merging gate**: ``g = sigmoid(W [x; u])`` (per element and channel, in (0, 1)) decides how much
+  of the cross-modal update ``u = Attn(LN(x), LN(source))`` enters the target stream:
+  ``x + dropout(g * u)`` instead of MulT's ``x + dropout(u)``, then the FFN as in MulT.
+* **marginal alignment**: squared MMD (:func:`e2e.models.losses.mmd`, biased estimate) between the
+  layer's projected queries ``W_q LN(x)`` of the valid target steps and projected keys
+  ``W_k LN(source)`` of the valid source steps of the whole batch (heads concatenated; at most
+  :data:`MMD_TOKENS` random tokens of each side). Kernel: a sum of Gaussians
+  ``exp(-|a - b|^2 / (s * h))`` for ``h`` in (0.5, 1, 2, 4), ``s`` the (detached) mean squared
+  distance of the pooled tokens, so the loss cannot be lowered by merely shrinking the vectors.
+* **propagated element-level alignment** (from the second layer on; the paper's exact form is not
+  reproduced, this is our reading): each valid target element's update ``u_l[i]`` is pulled
+  towards the same element's update of the previous layer ``u_{l-1}[i]`` (detached), squared error
+  averaged over channels, weighted by the element's attention confidence at layer ``l``,
+  ``c_i = 1 - H(A_l[i, :]) / log(n)`` with ``A_l`` the layer's softmax(q k^T / sqrt(d_head)) recomputed
+  from the projected queries and keys without dropout (detached), per head then averaged over heads,
+  ``n`` the number of valid source steps (``c = 1`` when ``n = 1``): 1 for a one-hot, 0 for a uniform
+  attention row. Loss ``= sum_i c_i |u_l[i] - u_{l-1}[i]|^2 / d / sum_i c_i``: the correspondences the
+  attention is sure about are propagated through depth; 0 when consecutive layers' updates agree.
 
-The auxiliary loss is ``aux_weight * (MMD + ELEMENT_WEIGHT * element alignment)``, summed over the
-layers and averaged over the cross-modal directions, in training only.
+``aux_loss = aux_weight * sum over layers (MMD + ELEMENT_WEIGHT * element alignment)``, averaged over
+the cross-modal directions; computed in training only (``None`` in eval). The self-attention memory
+transformers, read-out and output are MulT's.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from e2e.config import ModelConfig
 from e2e.models.losses import mmd
-from e2e.models.mult import CrossModalTransformer, MulT
+from e2e.models.mult import CrossModalTransformer, MulT, PreLNBlock
 from e2e.models.registry import register_model
 
 MMD_TOKENS = 256
@@ -32,28 +47,37 @@ ELEMENT_WEIGHT = 1.0
 
 
 class AlignedCrossModalTransformer(CrossModalTransformer):
+    """MulT's cross-modal stack with a merging gate per layer and, in training, the alignment losses."""
+
     def __init__(self, d_model: int, config: ModelConfig):
         super().__init__(d_model, config)
         self.gates = nn.ModuleList(nn.Linear(2 * d_model, d_model) for _ in self.blocks)
 
-    def forward(self, target, target_padding, source, source_padding) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
+                source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         losses, previous = [], None
         for block, gate in zip(self.blocks, self.gates):
             update = block.attend(target, source, source_padding)
             if self.training:
-                losses.append(self._alignment(block, target, target_padding, source, source_padding, update, previous))
-            target = block.feed_forward(target + merging_gate(gate, target, update) * update)
+                losses += self.alignment_losses(block, target, target_padding, source, source_padding, update,
+                                                previous)
+            target = block.feed_forward(target + block.dropout(merging_gate(gate, target, update) * update))
             previous = update
         return self.norm(target), losses
 
     @staticmethod
-    def _alignment(block, target, target_padding, source, source_padding, update, previous) -> torch.Tensor:
-        queries = block.norm_target(target)[~target_padding][:MMD_TOKENS]
-        keys = block.norm_source(source)[~source_padding][:MMD_TOKENS]
-        loss = mmd(queries, keys)
+    def alignment_losses(block: PreLNBlock, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
+                         source_padding: torch.Tensor, update: torch.Tensor, previous: torch.Tensor | None
+                         ) -> list[torch.Tensor]:
+        """This layer's MMD of queries and keys and, after the first layer, its element alignment."""
+        queries, keys = queries_and_keys(block, target, source)
+        losses = [mmd(sample_tokens(queries, target_padding).float(), sample_tokens(keys, source_padding).float())]
         if previous is not None:
-            loss = loss + ELEMENT_WEIGHT * element_alignment(update, previous.detach(), target_padding)
-        return loss
+            attention = attention_weights(queries.detach(), keys.detach(), source_padding,
+                                          block.attention.num_heads)
+            confidence = attention_confidence(attention, source_padding)
+            losses.append(ELEMENT_WEIGHT * element_alignment(update, previous.detach(), target_padding, confidence))
+        return losses
 
 
 def merging_gate(gate: nn.Linear, target: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
@@ -61,9 +85,53 @@ def merging_gate(gate: nn.Linear, target: torch.Tensor, update: torch.Tensor) ->
     return torch.sigmoid(gate(torch.cat([target, update], dim=-1)))
 
 
-def element_alignment(update: torch.Tensor, previous: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between two layers' updates over the valid elements."""
-    return (update - previous)[~padding].pow(2).mean()
+def queries_and_keys(block: PreLNBlock, target: torch.Tensor, source: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's projected queries ``(B, L_t, d)`` and keys ``(B, L_s, d)`` (all heads), as its
+    attention computes them."""
+    d = target.shape[-1]
+    weight, bias = block.attention.in_proj_weight, block.attention.in_proj_bias
+    queries = nn.functional.linear(block.norm_query(target), weight[:d], bias[:d])
+    keys = nn.functional.linear(block.norm_source(source), weight[d:2 * d], bias[d:2 * d])
+    return queries, keys
+
+
+def sample_tokens(states: torch.Tensor, padding: torch.Tensor, limit: int = MMD_TOKENS) -> torch.Tensor:
+    """The valid rows of ``states`` (N, d), at most ``limit`` of them drawn at random."""
+    valid = states[~padding]
+    if len(valid) <= limit:
+        return valid
+    return valid[torch.randperm(len(valid), device=valid.device)[:limit]]
+
+
+def attention_weights(queries: torch.Tensor, keys: torch.Tensor, source_padding: torch.Tensor,
+                      heads: int) -> torch.Tensor:
+    """Scaled dot-product attention ``(B, heads, L_t, L_s)`` without dropout, padded keys masked."""
+    def split(states: torch.Tensor) -> torch.Tensor:
+        return states.unflatten(-1, (heads, -1)).transpose(1, 2).float()
+
+    queries, keys = split(queries), split(keys)
+    scores = queries @ keys.transpose(-1, -2) / math.sqrt(queries.shape[-1])
+    return scores.masked_fill(source_padding[:, None, None, :], float("-inf")).softmax(-1)
+
+
+def attention_confidence(attention: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
+    """``(B, L_t)``: ``1 - entropy / log(valid keys)`` of each attention row (1 = one-hot, 0 = uniform; 1
+    when there is one valid key), averaged over the heads of ``attention`` (B, heads, L_t, L_s)."""
+    entropy = -torch.special.xlogy(attention, attention).sum(-1)
+    valid_keys = (~source_padding).sum(-1).to(attention.dtype)[:, None, None]
+    normalised = entropy / valid_keys.log().clamp(min=torch.finfo(attention.dtype).tiny)
+    confidence = torch.where(valid_keys > 1, 1 - normalised, torch.ones_like(entropy))
+    return confidence.clamp(0.0, 1.0).mean(1)
+
+
+def element_alignment(update: torch.Tensor, previous: torch.Tensor, padding: torch.Tensor,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over the valid elements (B, L) of the squared difference between two layers'
+    updates, averaged over channels; uniform weights if ``weights`` is None; 0 if all weights are 0."""
+    squared = (update - previous).float().pow(2).mean(-1).masked_fill(padding, 0.0)
+    weights = (~padding).float() if weights is None else weights.float().masked_fill(padding, 0.0)
+    return (weights * squared).sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
 class MICA(MulT):
@@ -76,7 +144,7 @@ class MICA(MulT):
     def auxiliary_loss(self, losses: list[torch.Tensor]) -> torch.Tensor | None:
         if not self.training or not losses:
             return None
-        return self.aux_weight * torch.stack(losses).sum() / len(self.crossmodal)
+        return self.aux_weight * sum(losses) / len(self.crossmodal)
 
 
 @register_model("mica", inputs="features")

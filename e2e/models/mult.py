@@ -1,14 +1,26 @@
 """MulT (Tsai et al., ACL 2019, "Multimodal Transformer for Unaligned Multimodal Language Sequences").
 
-Each modality's feature sequence is projected to ``d_model`` by a temporal 1-D convolution (kernel
-:data:`CONV_KERNEL`; zero padding at the ends equals the zero padding of shorter utterances, so the
-result does not depend on batch padding), scaled by sqrt(d) and given sinusoidal positions. For every
-ordered pair (source -> target) a cross-modal transformer lets the target attend to the source
-(pre-LN blocks, ``temporal_layers`` deep, source padding masked): six directions for three
-modalities, two for two. Per target the streams it received are concatenated and pass a
-self-attention transformer; its last *valid* step (padding-aware) summarises the target. The
-summaries are concatenated, go through the paper's residual projection block and a linear output.
-One modality has no cross-modal direction: MulT refuses it.
+What the paper does, and how it maps here:
+
+* **Temporal convolution**: each modality's feature sequence is projected to ``d_model`` by a 1-D
+  convolution without bias, kernel :data:`CONV_KERNELS` (the paper's IEMOCAP sizes, L/V/A = 3/3/5;
+  its official code uses 1). The convolution's zero padding at the ends equals the zero padding of
+  shorter utterances in a batch, so a valid step never sees batch padding.
+* **Embedding**: states scaled by sqrt(d) plus sinusoidal positions, then dropout. Positions are added
+  once here; the official code adds them again at the input of every transformer.
+* **Cross-modal transformers**: for every ordered pair (source -> target) a stack of
+  ``temporal_layers`` pre-LN blocks lets the target query the (fixed, layer-normed) source sequence;
+  source padding is masked (key padding mask). Three modalities give six directions, two give two;
+  one modality has none, so MulT refuses it. Directions are named ``"{source}_to_{target}"``.
+* **Self-attention memory**: per target, its incoming streams are concatenated (width
+  ``d_model * (M - 1)``) and pass a pre-LN self-attention transformer (``temporal_layers`` deep; the
+  official code uses at least 3), padding masked. Each block's FFN width is ``temporal_ffn`` scaled by
+  the block's width over ``d_model`` (the paper keeps FFN = 4 d everywhere).
+* **Read-out**: the memory state at the utterance's *last valid* step (the paper takes the last
+  element of unpadded sequences), the summaries of all targets concatenated, the paper's residual
+  projection block (Linear-ReLU-Dropout-Linear plus the input) and a linear output layer giving
+  class logits (classification with BCE in the trainer instead of the paper's regression / CE).
+* One ``dropout`` serves the paper's separate embedding, attention, residual and output dropouts.
 """
 from __future__ import annotations
 
@@ -24,50 +36,82 @@ from e2e.models.encoders import sinusoidal_encoding
 from e2e.models.registry import register_model
 from e2e.models.sequence import modality_dims, padded_features
 
-CONV_KERNEL = 3
+CONV_KERNELS = {"t": 3, "a": 5, "v": 3}
 
 
-class CrossModalBlock(nn.Module):
-    """Pre-LN block: the target attends to the source (keys/values), then a position-wise FFN."""
+def direction_name(source: str, target: str) -> str:
+    """Key of the cross-modal transformer in which ``target`` attends to ``source``."""
+    return f"{source}_to_{target}"
 
-    def __init__(self, d_model: int, heads: int, ffn: int, dropout: float):
+
+class PreLNBlock(nn.Module):
+    """Pre-LN transformer block: ``x + Attn(LN(x), LN'(source))`` then ``x + FFN(LN(x))``.
+
+    Cross-modal blocks normalise the source with their own LayerNorm; self-attention blocks
+    (``crossmodal=False``) attend to the normalised query sequence itself.
+    """
+
+    def __init__(self, d_model: int, config: ModelConfig, crossmodal: bool):
         super().__init__()
-        self.norm_target, self.norm_source, self.norm_ffn = (nn.LayerNorm(d_model) for _ in range(3))
-        self.attention = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d_model))
-        self.dropout = nn.Dropout(dropout)
+        ffn = config.temporal_ffn * d_model // config.d_model
+        self.norm_query, self.norm_ffn = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.norm_source = nn.LayerNorm(d_model) if crossmodal else None
+        self.attention = nn.MultiheadAttention(d_model, config.temporal_heads, dropout=config.dropout,
+                                               batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(config.dropout),
+                                 nn.Linear(ffn, d_model))
+        self.dropout = nn.Dropout(config.dropout)
 
-    def attend(self, target: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
-        """The attention update for ``target`` (before the residual)."""
-        source = self.norm_source(source)
-        update, _ = self.attention(self.norm_target(target), source, source, key_padding_mask=source_padding,
-                                   need_weights=False)
-        return self.dropout(update)
+    def attend(self, states: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
+        """The attention update of ``states`` (before dropout and residual)."""
+        queries = self.norm_query(states)
+        keys = queries if self.norm_source is None else self.norm_source(source)
+        update, _ = self.attention(queries, keys, keys, key_padding_mask=source_padding, need_weights=False)
+        return update
 
     def feed_forward(self, states: torch.Tensor) -> torch.Tensor:
         return states + self.dropout(self.ffn(self.norm_ffn(states)))
 
-    def forward(self, target, source, source_padding):
-        return self.feed_forward(target + self.attend(target, source, source_padding))
+    def forward(self, states: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
+        return self.feed_forward(states + self.dropout(self.attend(states, source, source_padding)))
 
 
-class CrossModalTransformer(nn.Module):
-    """``layers`` cross-modal blocks; returns the target's states and this stack's auxiliary losses
-    (none here; see MICA)."""
+class BlockStack(nn.Module):
+    """``temporal_layers`` pre-LN blocks and the final LayerNorm of a pre-LN transformer."""
 
-    def __init__(self, d_model: int, config: ModelConfig):
+    def __init__(self, d_model: int, config: ModelConfig, crossmodal: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(CrossModalBlock(d_model, config.temporal_heads, config.temporal_ffn,
-                                                    config.dropout) for _ in range(config.temporal_layers))
+        self.blocks = nn.ModuleList(PreLNBlock(d_model, config, crossmodal) for _ in range(config.temporal_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, target, target_padding, source, source_padding) -> tuple[torch.Tensor, list[torch.Tensor]]:
+
+class CrossModalTransformer(BlockStack):
+    """The target attends to the same source sequence at every layer. ``forward`` returns the target's
+    states and the stack's auxiliary losses (none here; MICA's subclass adds some)."""
+
+    def __init__(self, d_model: int, config: ModelConfig):
+        super().__init__(d_model, config, crossmodal=True)
+
+    def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
+                source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         for block in self.blocks:
             target = block(target, source, source_padding)
         return self.norm(target), []
 
 
+class SelfAttentionTransformer(BlockStack):
+    def __init__(self, d_model: int, config: ModelConfig):
+        super().__init__(d_model, config, crossmodal=False)
+
+    def forward(self, states: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            states = block(states, states, padding)
+        return self.norm(states)
+
+
 class MulT(nn.Module):
+    """Subclasses change the cross-modal stacks (``crossmodal_class``) and ``auxiliary_loss``."""
+
     crossmodal_class = CrossModalTransformer
 
     def __init__(self, config: ModelConfig, num_classes: int):
@@ -78,38 +122,44 @@ class MulT(nn.Module):
                              f"got {config.modalities!r}")
         d = config.d_model
         self.d_model, self.dropout = d, nn.Dropout(config.dropout)
-        self.projections = nn.ModuleDict({m: nn.Conv1d(dim, d, CONV_KERNEL, padding=CONV_KERNEL // 2, bias=False)
-                                          for m, dim in dims.items()})
-        self.crossmodal = nn.ModuleDict({source + target: self.crossmodal_class(d, config)
+        self.projections = nn.ModuleDict({m: nn.Conv1d(dim, d, CONV_KERNELS[m], padding=CONV_KERNELS[m] // 2,
+                                                       bias=False) for m, dim in dims.items()})
+        self.crossmodal = nn.ModuleDict({direction_name(source, target): self.crossmodal_class(d, config)
                                          for source, target in permutations(dims, 2)})
         memory = d * (len(dims) - 1)
-        self.memories = nn.ModuleDict({m: CrossModalTransformer(memory, config) for m in dims})
+        self.memories = nn.ModuleDict({m: SelfAttentionTransformer(memory, config) for m in dims})
         fused = memory * len(dims)
         self.residual = nn.Sequential(nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(config.dropout),
                                       nn.Linear(fused, fused))
         self.output = nn.Linear(fused, num_classes)
 
     def embed(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convolved, scaled, position-encoded states ``(B, L, d)`` and the padding mask."""
         sequence, padding = padded_features(batch, modality)
         states = self.projections[modality](sequence.transpose(1, 2)).transpose(1, 2) * math.sqrt(self.d_model)
         states = states + sinusoidal_encoding(states.shape[1], self.d_model, states.device)
         return self.dropout(states), padding
 
+    def summarise(self, target: str, embedded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``target``'s utterance vector (B, d * (M - 1)) and the auxiliary losses of its cross-modal stacks."""
+        states, padding = embedded[target]
+        streams, losses = [], []
+        for source, (source_states, source_padding) in embedded.items():
+            if source != target:
+                stream, stream_losses = self.crossmodal[direction_name(source, target)](
+                    states, padding, source_states, source_padding)
+                streams.append(stream)
+                losses += stream_losses
+        memory = self.memories[target](torch.cat(streams, dim=-1), padding)
+        return last_valid(memory, padding), losses
+
     def forward(self, batch: Batch) -> ModelOutput:
         embedded = {m: self.embed(batch, m) for m in self.projections}
-        summaries, aux = [], []
-        for target, (states, padding) in embedded.items():
-            streams = []
-            for source, (source_states, source_padding) in embedded.items():
-                if source != target:
-                    stream, losses = self.crossmodal[source + target](states, padding, source_states, source_padding)
-                    streams.append(stream)
-                    aux += losses
-            memory, _ = self.memories[target](torch.cat(streams, -1), padding, torch.cat(streams, -1), padding)
-            summaries.append(last_valid(memory, padding))
+        summaries, losses = zip(*(self.summarise(target, embedded) for target in embedded))
         fused = torch.cat(summaries, dim=1)
-        logits = self.output(self.residual(fused) + fused)
-        return ModelOutput(logits, aux_loss=self.auxiliary_loss(aux))
+        logits = self.output(fused + self.residual(fused))
+        return ModelOutput(logits, aux_loss=self.auxiliary_loss([loss for group in losses for loss in group]))
 
     def auxiliary_loss(self, losses: list[torch.Tensor]) -> torch.Tensor | None:
         return None

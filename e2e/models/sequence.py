@@ -35,7 +35,8 @@ def modality_dims(config: ModelConfig) -> dict[str, int]:
 
 def mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
     """``Linear -> ReLU -> Dropout -> Linear``: the heads and fusion layers of the feature models."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_features))
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_features))
 
 
 class SequenceEncoder(nn.Module):
