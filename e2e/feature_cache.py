@@ -79,26 +79,32 @@ def extract_features(data_dir: Path | str, text_model: str = "minilm", img_inter
         with tqdm(total=len(todo), desc=f"features {data_dir.name}", disable=not progress) as bar:
             for start in range(0, len(todo), TEXT_BATCH):
                 chunk = todo[start:start + TEXT_BATCH]
-                ready = []
-                for row in chunk:
-                    try:
-                        ready.append((row, *_media_features(row, data_dir, img_interval_ms, describe_faces)))
-                    except ItemProblem as problem:
-                        logger.warning("skipping %s: %s", row["id"], problem)
-                        summary.problems.append({"id": row["id"], "file": problem.path, "error": str(problem)})
-                texts = embed_tokens([row["text"] or "" for row, _, _ in ready]) if ready else []
-                for (row, audio, visual), text in zip(ready, texts):
-                    path = feature_path(data_dir, text_model, img_interval_ms, row["id"])
-                    with atomic_path(path) as tmp:
-                        np.savez(tmp, text=text, audio=audio, visual=visual,
-                                 source=np.array(feature_source(row, text_model, text_max_length)))
-                    summary.built += 1
+                _build_chunk(chunk, data_dir, text_model, img_interval_ms, text_max_length, describe_faces,
+                             embed_tokens, summary)
                 bar.update(len(chunk))
     summary.seconds = time.perf_counter() - started
     write_jsonl_atomic(summary.feature_dir / PROBLEMS_FILE, summary.problems)
     logger.info("features %s: %d rows, %d built, %d reused, %d problems, %.1f s", data_dir, summary.total,
                 summary.built, summary.reused, len(summary.problems), summary.seconds)
     return summary
+
+
+def _build_chunk(rows: list[dict], data_dir: Path, text_model: str, img_interval_ms: int, text_max_length: int,
+                 describe_faces: FaceDescriber, embed_tokens: TokenEmbedder, summary: FeatureSummary) -> None:
+    """Write the feature files of ``rows`` (text embedded as one batch); problems go to ``summary``."""
+    ready = []
+    for row in rows:
+        try:
+            ready.append((row, *_media_features(row, data_dir, img_interval_ms, describe_faces)))
+        except ItemProblem as problem:
+            logger.warning("skipping %s: %s", row["id"], problem)
+            summary.problems.append({"id": row["id"], "file": problem.path, "error": str(problem)})
+    texts = embed_tokens([row["text"] or "" for row, _, _ in ready]) if ready else []
+    for (row, audio, visual), text in zip(ready, texts):
+        with atomic_path(feature_path(data_dir, text_model, img_interval_ms, row["id"])) as tmp:
+            np.savez(tmp, text=text, audio=audio, visual=visual,
+                     source=np.array(feature_source(row, text_model, text_max_length)))
+        summary.built += 1
 
 
 def _media_features(row: dict, data_dir: Path, img_interval_ms: int,
