@@ -196,7 +196,12 @@ def _sweep_missing(args: argparse.Namespace) -> int:
 def _preprocess(args: argparse.Namespace) -> int:
     from e2e.preprocess import preprocess
 
-    summary = preprocess(args.data_dir, args.img_interval_ms, args.jobs, args.device, not args.no_progress)
+    return _print_cache_summary(preprocess(args.data_dir, args.img_interval_ms, args.jobs, args.device,
+                                           not args.no_progress))
+
+
+def _print_cache_summary(summary) -> int:
+    """One line per cache build, the problems on stderr; exit status 1 when every item failed."""
     print(f"{summary.cache_dir}: {summary.total} utterances, {summary.built} built, {summary.reused} reused, "
           f"{len(summary.problems)} problems ({summary.seconds:.1f} s)")
     for problem in summary.problems:
@@ -207,13 +212,8 @@ def _preprocess(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     from e2e.feature_cache import extract_features
 
-    summary = extract_features(args.data_dir, args.text_model, args.img_interval_ms, args.text_max_length,
-                               not args.no_progress, args.device)
-    print(f"{summary.feature_dir}: {summary.total} utterances, {summary.built} built, {summary.reused} reused, "
-          f"{len(summary.problems)} problems ({summary.seconds:.1f} s)")
-    for problem in summary.problems:
-        print(f"  {problem['id']}: {problem['error']}", file=sys.stderr)
-    return 0 if summary.total > len(summary.problems) else 1
+    return _print_cache_summary(extract_features(args.data_dir, args.text_model, args.img_interval_ms,
+                                                 args.text_max_length, not args.no_progress, args.device))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -115,8 +115,8 @@ class EmotionDataset(Dataset):
         return cache_path(self.data_dir, self.img_interval_ms, row["id"])
 
     def _check_inputs(self, row: dict) -> tuple[str, str] | None:
-        """(reason, message) when ``row``'s cached inputs are unusable, else None."""
-        return check_cache(self._input_file(row), source_key(row))
+        """(reason, message) when ``row``'s face/mel cache is unusable, else None."""
+        return check_cache(cache_path(self.data_dir, self.img_interval_ms, row["id"]), source_key(row))
 
     def _label(self, raw) -> torch.Tensor | None:
         classes = self.class_names

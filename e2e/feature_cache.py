@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +23,13 @@ from tqdm import tqdm
 from data_reorg.io import atomic_path, safe_name, write_jsonl_atomic
 from data_reorg.manifest import load_manifest
 from e2e.features.sequences import FaceDescriber, TokenEmbedder, audio_descriptors
-from e2e.preprocess import PROBLEMS_FILE, ItemProblem, cache_path, is_valid_cache, read_audio, source_key
+from e2e.preprocess import (PROBLEMS_FILE, CacheSummary, ItemProblem, cache_path, is_valid_cache, read_audio,
+                            source_key)
 
 FEATURE_KEYS = ("text", "audio", "visual", "source")
 TEXT_BATCH = 16
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FeatureSummary:
-    feature_dir: Path
-    total: int
-    built: int = 0
-    reused: int = 0
-    problems: list[dict] = field(default_factory=list)  # {"id", "file", "error"}
-    seconds: float = 0.0
 
 
 def feature_cache_dir(data_dir: Path | str, text_model: str, img_interval_ms: int) -> Path:
@@ -57,19 +46,15 @@ def feature_source(row: dict, text_model: str, text_max_length: int) -> str:
 
 
 def is_valid_features(path: Path, source: str) -> bool:
-    try:
-        with np.load(path) as archive:
-            return set(FEATURE_KEYS) <= set(archive.files) and str(archive["source"]) == source
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return False
+    return is_valid_cache(path, source, FEATURE_KEYS)
 
 
 def extract_features(data_dir: Path | str, text_model: str = "minilm", img_interval_ms: int = 500,
-                     text_max_length: int = 100, progress: bool = True, device: str = "cpu") -> FeatureSummary:
+                     text_max_length: int = 100, progress: bool = True, device: str = "cpu") -> CacheSummary:
     """Build the missing feature files of ``data_dir``'s manifest; see the module docstring."""
     data_dir = Path(data_dir)
     rows = load_manifest(data_dir)
-    summary = FeatureSummary(feature_cache_dir(data_dir, text_model, img_interval_ms), total=len(rows))
+    summary = CacheSummary(feature_cache_dir(data_dir, text_model, img_interval_ms), total=len(rows))
     todo = [row for row in rows if not is_valid_features(feature_path(data_dir, text_model, img_interval_ms, row["id"]),
                                                          feature_source(row, text_model, text_max_length))]
     summary.reused = len(rows) - len(todo)
@@ -83,14 +68,14 @@ def extract_features(data_dir: Path | str, text_model: str = "minilm", img_inter
                              embed_tokens, summary)
                 bar.update(len(chunk))
     summary.seconds = time.perf_counter() - started
-    write_jsonl_atomic(summary.feature_dir / PROBLEMS_FILE, summary.problems)
+    write_jsonl_atomic(summary.cache_dir / PROBLEMS_FILE, summary.problems)
     logger.info("features %s: %d rows, %d built, %d reused, %d problems, %.1f s", data_dir, summary.total,
                 summary.built, summary.reused, len(summary.problems), summary.seconds)
     return summary
 
 
 def _build_chunk(rows: list[dict], data_dir: Path, text_model: str, img_interval_ms: int, text_max_length: int,
-                 describe_faces: FaceDescriber, embed_tokens: TokenEmbedder, summary: FeatureSummary) -> None:
+                 describe_faces: FaceDescriber, embed_tokens: TokenEmbedder, summary: CacheSummary) -> None:
     """Write the feature files of ``rows`` (text embedded as one batch); problems go to ``summary``."""
     ready = []
     for row in rows:

@@ -19,9 +19,8 @@ import torch
 
 from e2e.batch import FEATURE_FIELDS, Batch
 from e2e.config import ExperimentConfig
-from e2e.data import EmotionDataset, check_cache, even_subsample
+from e2e.data import EmotionDataset, even_subsample
 from e2e.feature_cache import feature_path, feature_source, is_valid_features
-from e2e.preprocess import cache_path, source_key
 
 ARRAYS = {"t": "text", "a": "audio", "v": "visual"}  # modality -> array name in the cache file
 STD_FLOOR = 1e-5
@@ -64,7 +63,8 @@ class FeatureDataset(EmotionDataset):
         return feature_path(self.data_dir, self.text_model, self.img_interval_ms, row["id"])
 
     def _check_inputs(self, row: dict) -> tuple[str, str] | None:
-        problem = check_cache(cache_path(self.data_dir, self.img_interval_ms, row["id"]), source_key(row))
+        """The face/mel cache checks first (the same items as the end-to-end models), then the features."""
+        problem = super()._check_inputs(row)
         if problem is not None:
             return problem
         path = self._input_file(row)

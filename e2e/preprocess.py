@@ -55,7 +55,9 @@ class ItemProblem(Exception):
 
 
 @dataclass
-class PreprocessSummary:
+class CacheSummary:
+    """What one build of a cache (face/mel here, two-stage features in :mod:`e2e.feature_cache`) did."""
+
     cache_dir: Path
     total: int  # manifest rows
     built: int = 0  # cache files written by this run
@@ -78,11 +80,11 @@ def source_key(row: dict) -> str:
 
 
 def preprocess(data_dir: Path | str, img_interval_ms: int = 500, jobs: int = 1, device: str = "cpu",
-               progress: bool = True) -> PreprocessSummary:
+               progress: bool = True) -> CacheSummary:
     """Build the missing cache files of ``data_dir``'s manifest; see the module docstring."""
     data_dir = Path(data_dir)
     rows = load_manifest(data_dir)
-    summary = PreprocessSummary(cache_dir(data_dir, img_interval_ms), total=len(rows))
+    summary = CacheSummary(cache_dir(data_dir, img_interval_ms), total=len(rows))
     todo = [row for row in rows
             if not is_valid_cache(cache_path(data_dir, img_interval_ms, row["id"]), source_key(row))]
     summary.reused = len(rows) - len(todo)
@@ -103,11 +105,12 @@ def preprocess(data_dir: Path | str, img_interval_ms: int = 500, jobs: int = 1, 
     return summary
 
 
-def is_valid_cache(path: Path, source: str) -> bool:
-    """A complete cache file built from ``source`` (reads only the archive's directory and ``source``)."""
+def is_valid_cache(path: Path, source: str, keys: tuple[str, ...] = CACHE_KEYS) -> bool:
+    """A complete cache file (holding ``keys``) built from ``source``; reads only the archive's directory
+    and ``source``."""
     try:
         with np.load(path) as archive:
-            return set(CACHE_KEYS) <= set(archive.files) and str(archive["source"]) == source
+            return set(keys) <= set(archive.files) and str(archive["source"]) == source
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
 

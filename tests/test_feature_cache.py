@@ -62,7 +62,7 @@ def test_rerun_reuses_and_bad_items_are_reported_by_id(demo_iemocap_features, tm
     problems = read_jsonl(feature_cache_dir(copy, "minilm", 500) / "problems.jsonl")
     assert any(broken in p["error"] for p in problems)
     other = extract_features(copy, "tiny-bert", 500, 32, progress=False)
-    assert other.feature_dir != summary.feature_dir and other.built == other.total - 2
+    assert other.cache_dir != summary.cache_dir and other.built == other.total - 2
 
 
 def test_cli_features_reports_counts(demo_iemocap_features, capsys):
