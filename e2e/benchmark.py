@@ -18,7 +18,6 @@ score and whether it beats the majority baseline).
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,8 +39,6 @@ KNOWLEDGE_PREFIX = "adapters."
 # the score a model must beat the majority baseline on: IEMOCAP 6-way accuracy (the per-class binary
 # Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a constant prediction)
 BASELINE_METRIC = {"iemocap": "multiclass_acc", "mosei": "wacc"}
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,15 +77,17 @@ def plan_benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], 
                    overrides: Sequence[str] = (), knowledge_data: Path | None = None) -> BenchmarkPlan:
     """The jobs of :func:`benchmark`, without running anything."""
     plan = BenchmarkPlan()
+    target = (data_dir, dataset_of(data_dir))
+    knowledge = None if knowledge_data is None else (Path(knowledge_data), dataset_of(knowledge_data))
     for model in models:
         for seed in seeds:
             extra = []
             if model in KNOWLEDGE_MODELS:
-                stage1 = _knowledge_job(model, seed, config_dir, out, overrides, knowledge_data)
+                stage1 = _knowledge_job(model, seed, config_dir, out, overrides, knowledge)
                 plan.pretrain.append(stage1)
                 extra = [f"train.init_checkpoint={Path(stage1.run_dir) / 'checkpoints' / 'best.pt'}",
                          f"train.init_prefix={KNOWLEDGE_PREFIX}"]
-            config = _model_config(model, seed, config_dir, data_dir, [*overrides, *extra])
+            config = _model_config(model, seed, config_dir, target, [*overrides, *extra])
             plan.runs.append((model, seed, make_job(out, f"{model}-s{seed}", config)))
     return plan
 
@@ -98,16 +97,22 @@ def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], confi
     """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
     out = Path(out)
     plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
-    prepare_inputs(plan.jobs, jobs)
-    if plan.pretrain:
-        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
-    finished = run_jobs([job for _, _, job in plan.runs], out, jobs)
+    finished = train_plan(plan, out, jobs)
     results = [dict(finished[job.name], run=job.name) for _, _, job in plan.runs]
     majority = majority_results(plan.runs[0][2].config)
     write_report([majority, *results], out)
     summary = summarize(results, majority)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def train_plan(plan: BenchmarkPlan, out: Path, jobs: int = 1) -> dict[str, dict]:
+    """Prepare the caches, then train (or reuse, or resume) the knowledge runs and the table's runs;
+    returns the table runs' results by job name."""
+    prepare_inputs(plan.jobs, jobs)
+    if plan.pretrain:
+        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
+    return run_jobs([job for _, _, job in plan.runs], out, jobs)
 
 
 def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:
@@ -166,19 +171,21 @@ def summarize(results: list[dict], majority: dict) -> dict:
             "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]}, "models": models}
 
 
-def _model_config(model: str, seed: int, config_dir: Path, data_dir: Path,
+def _model_config(model: str, seed: int, config_dir: Path, corpus: tuple[Path, str],
                   overrides: Sequence[str]) -> ExperimentConfig:
+    """``CONFIG_DIR/<model>.yaml`` on ``corpus`` = (data dir, its dataset) with ``seed``."""
+    data_dir, dataset = corpus
     path = config_dir / f"{model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: every benchmarked model needs <model>.yaml in {config_dir}")
     return load_config(path, [*overrides, f"model.name={model}", f"data.data_dir={data_dir}",
-                              f"data.dataset={dataset_of(data_dir)}", f"train.seed={seed}"])
+                              f"data.dataset={dataset}", f"train.seed={seed}"])
 
 
 def _knowledge_job(model: str, seed: int, config_dir: Path, out: Path, overrides: Sequence[str],
-                   knowledge_data: Path | None) -> Job:
-    if knowledge_data is None:
+                   knowledge: tuple[Path, str] | None) -> Job:
+    if knowledge is None:
         raise ValueError(f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
                          f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)")
-    config = _model_config(model, seed, config_dir, Path(knowledge_data), overrides)
+    config = _model_config(model, seed, config_dir, knowledge, overrides)
     return make_job(out, f"{model}-knowledge-s{seed}", config)

@@ -32,6 +32,7 @@ def _packed_fields(batch: Batch) -> dict[str, tuple[str, str]]:
 
 
 def _keep_counts(lengths: torch.Tensor, rate: float) -> torch.Tensor:
+    """``n - round(rate * n)`` per length (half to even), at least 1."""
     return torch.clamp(lengths - torch.round(rate * lengths.float()).long(), min=1)
 
 
@@ -60,7 +61,7 @@ def drop_elements(batch: Batch, rate: float, generator: torch.Generator) -> Batc
         for ids, mask in zip(batch.text_input_ids, batch.text_attention_mask):
             valid = ids[mask.bool()]
             inner = valid[1:-1]
-            keep = max(1, len(inner) - round(rate * len(inner))) if len(inner) else 0
+            keep = int(_keep_counts(torch.tensor([len(inner)]), rate)) if len(inner) else 0
             rows.append(torch.cat([valid[:1], inner[_choose(len(inner), keep, generator).to(ids.device)], valid[-1:]]))
         changes.update(_pack_tokens(rows, batch.text_input_ids))
     return dataclasses.replace(batch, **changes)

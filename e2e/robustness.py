@@ -21,9 +21,9 @@ from typing import Sequence
 
 import torch
 
-from e2e.benchmark import plan_benchmark, prepare_inputs
+from e2e.benchmark import plan_benchmark, train_plan
 from e2e.metrics import main_metrics
-from e2e.sweep import metric_values, run_jobs, write_csv
+from e2e.sweep import metric_values, write_csv
 
 MODES = ("elements", "modalities")
 
@@ -39,10 +39,7 @@ def sweep_missing(data_dir: Path, models: Sequence[str], seeds: Sequence[int], c
         raise ValueError(f"unknown missing mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
     out = Path(out)
     plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
-    prepare_inputs(plan.jobs, jobs)
-    if plan.pretrain:
-        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
-    run_jobs([job for _, _, job in plan.runs], out, jobs)
+    train_plan(plan, out, jobs)
     rows = []
     for model, seed, job in plan.runs:
         checkpoint = Path(job.run_dir) / "checkpoints" / "best.pt"

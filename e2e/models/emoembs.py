@@ -20,7 +20,7 @@ from e2e.batch import Batch, ModelOutput
 from e2e.config import ModelConfig
 from e2e.models.encoders import LateFusion
 from e2e.models.registry import register_model
-from e2e.models.sequence import SequenceEncoder, masked_mean, modality_dims, padded_features
+from e2e.models.sequence import PooledTransformer, encode_utterances, utterance_encoders
 
 EMOTION_WORDS = {"ang": "anger", "exc": "excitement", "fru": "frustration", "hap": "happiness",
                  "neu": "neutral", "sad": "sadness"}
@@ -50,11 +50,10 @@ class EmoEmbs(nn.Module):
         if prototypes is None:
             prototypes = word_embeddings([emotion_word(name) for name in class_names], config.text_model)
         self.register_buffer("prototypes", prototypes.float())
-        dims = modality_dims(config)
-        self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
-        self.to_word_space = nn.ModuleDict({m: nn.Linear(config.d_model, prototypes.shape[1]) for m in dims})
+        self.encoders = utterance_encoders(config, PooledTransformer)
+        self.to_word_space = nn.ModuleDict({m: nn.Linear(config.d_model, prototypes.shape[1]) for m in self.encoders})
         self.log_temperature = nn.Parameter(torch.tensor(INITIAL_TEMPERATURE).log())
-        self.fusion = LateFusion(len(dims))
+        self.fusion = LateFusion(len(self.encoders))
 
     def scores(self, embedded: torch.Tensor) -> torch.Tensor:
         """(B, C) scaled cosine similarity of word-space vectors ``(B, hidden)`` to every prototype."""
@@ -62,11 +61,8 @@ class EmoEmbs(nn.Module):
         return self.log_temperature.exp() * cosine
 
     def forward(self, batch: Batch) -> ModelOutput:
-        scores = {}
-        for modality, encoder in self.encoders.items():
-            sequence, padding = padded_features(batch, modality)
-            utterance = masked_mean(encoder(sequence, padding), padding)
-            scores[modality] = self.scores(self.to_word_space[modality](utterance))
+        scores = {m: self.scores(self.to_word_space[m](utterance))
+                  for m, utterance in encode_utterances(self.encoders, batch).items()}
         logits = self.fusion(torch.stack(list(scores.values()), dim=-1))
         return ModelOutput(logits, extras={"modality_logits": scores})
 

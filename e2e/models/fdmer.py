@@ -33,20 +33,9 @@ from e2e.config import ModelConfig
 from e2e.models.losses import hsic, reverse_gradient
 from e2e.models.misa import SharedPrivate
 from e2e.models.registry import register_model
-from e2e.models.sequence import SequenceEncoder, masked_mean, mlp
+from e2e.models.sequence import PooledTransformer, mlp
 
 CONSISTENCY_WEIGHT, DISPARITY_WEIGHT, ADVERSARIAL_WEIGHT, RECONSTRUCTION_WEIGHT = 0.1, 0.1, 0.1, 0.1
-
-
-class PooledTransformer(nn.Module):
-    """:class:`SequenceEncoder` mean-pooled over the valid steps: one vector per utterance."""
-
-    def __init__(self, in_features: int, config: ModelConfig):
-        super().__init__()
-        self.encoder = SequenceEncoder(in_features, config)
-
-    def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        return masked_mean(self.encoder(sequence, padding), padding)
 
 
 class FDMER(nn.Module):

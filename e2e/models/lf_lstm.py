@@ -6,27 +6,11 @@ modality vectors are concatenated and a two-layer MLP gives the logits.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from e2e.batch import Batch, ModelOutput
 from e2e.config import ModelConfig
 from e2e.models.registry import register_model
-from e2e.models.sequence import LSTMEncoder, mlp, modality_dims, padded_features
-
-
-class LateFusionLSTM(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
-        super().__init__()
-        dims = modality_dims(config)
-        self.encoders = nn.ModuleDict({m: LSTMEncoder(dim, config) for m, dim in dims.items()})
-        self.head = mlp(len(dims) * config.d_model, config.d_model, num_classes, config.dropout)
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        vectors = [encoder(*padded_features(batch, m)) for m, encoder in self.encoders.items()]
-        return ModelOutput(self.head(torch.cat(vectors, dim=1)))
+from e2e.models.sequence import LateFusionClassifier, LSTMEncoder
 
 
 @register_model("lf_lstm", inputs="features")
-def build_lf_lstm(config: ModelConfig, class_names: list[str]) -> LateFusionLSTM:
-    return LateFusionLSTM(config, len(class_names))
+def build_lf_lstm(config: ModelConfig, class_names: list[str]) -> LateFusionClassifier:
+    return LateFusionClassifier(config, len(class_names), LSTMEncoder)

@@ -26,7 +26,7 @@ from e2e.batch import Batch, ModelOutput
 from e2e.config import ModelConfig
 from e2e.models.losses import cmd, difference_loss
 from e2e.models.registry import register_model
-from e2e.models.sequence import LSTMEncoder, mlp, modality_dims, padded_features
+from e2e.models.sequence import LSTMEncoder, encode_utterances, mlp, utterance_encoders
 
 SIMILARITY_WEIGHT, DIFFERENCE_WEIGHT, RECONSTRUCTION_WEIGHT = 1.0, 0.3, 1.0
 
@@ -36,21 +36,17 @@ class SharedPrivate(nn.Module):
 
     def __init__(self, config: ModelConfig, encoder_class: type[nn.Module] = LSTMEncoder):
         super().__init__()
-        dims = modality_dims(config)
         d = config.d_model
-        self.encoders = nn.ModuleDict({m: encoder_class(dim, config) for m, dim in dims.items()})
+        self.encoders = utterance_encoders(config, encoder_class)
         self.shared = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
-        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in dims})
+        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.encoders})
 
     def forward(self, batch: Batch) -> tuple[dict, dict, dict]:
         """Utterance vectors, shared and private representations, each ``{m: (B, d)}``."""
-        utterances = {m: self.encode(batch, m) for m in self.encoders}
+        utterances = encode_utterances(self.encoders, batch)
         shared = {m: self.shared(u) for m, u in utterances.items()}
         private = {m: self.private[m](u) for m, u in utterances.items()}
         return utterances, shared, private
-
-    def encode(self, batch: Batch, modality: str) -> torch.Tensor:
-        return self.encoders[modality](*padded_features(batch, modality))
 
 
 class MISA(nn.Module):

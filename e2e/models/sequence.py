@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e2e.batch import Batch
+from e2e.batch import Batch, ModelOutput
 from e2e.config import ModelConfig
 from e2e.features.sequences import feature_dims
 from e2e.models.encoders import pad_packed, sinusoidal_encoding
@@ -71,3 +71,36 @@ class LSTMEncoder(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(sequence, lengths, batch_first=True, enforce_sorted=False)
         _, (hidden, _) = self.lstm(packed)
         return self.output(torch.cat([hidden[-2], hidden[-1]], dim=1))
+
+
+class PooledTransformer(nn.Module):
+    """:class:`SequenceEncoder` mean-pooled over the valid steps: one vector per utterance."""
+
+    def __init__(self, in_features: int, config: ModelConfig):
+        super().__init__()
+        self.encoder = SequenceEncoder(in_features, config)
+
+    def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        return masked_mean(self.encoder(sequence, padding), padding)
+
+
+def utterance_encoders(config: ModelConfig, encoder_class: type[nn.Module]) -> nn.ModuleDict:
+    """One ``encoder_class(feature size, config)`` per configured modality (LSTMEncoder, PooledTransformer)."""
+    return nn.ModuleDict({m: encoder_class(dim, config) for m, dim in modality_dims(config).items()})
+
+
+def encode_utterances(encoders: nn.ModuleDict, batch: Batch) -> dict[str, torch.Tensor]:
+    """``{m: (B, d)}``: each modality's padded feature sequence through its utterance encoder."""
+    return {m: encoder(*padded_features(batch, m)) for m, encoder in encoders.items()}
+
+
+class LateFusionClassifier(nn.Module):
+    """Per-modality utterance encoders, their vectors concatenated, a two-layer MLP: LF-LSTM and LF-TRANS."""
+
+    def __init__(self, config: ModelConfig, num_classes: int, encoder_class: type[nn.Module]):
+        super().__init__()
+        self.encoders = utterance_encoders(config, encoder_class)
+        self.head = mlp(len(self.encoders) * config.d_model, config.d_model, num_classes, config.dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        return ModelOutput(self.head(torch.cat(list(encode_utterances(self.encoders, batch).values()), dim=1)))
