@@ -11,9 +11,11 @@ import logging
 import sys
 from pathlib import Path
 
+from data_reorg.io import DiskFullError
 from data_reorg.manifest import IEMOCAP_CLASSES, ParseResult
 from data_reorg.pipeline import RunOptions, RunSummary, StrictModeError, reorganize
 from data_reorg.splits import SplitSpec
+from data_reorg.workers import WorkerDied
 
 log = logging.getLogger("data_reorg")
 
@@ -32,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except StrictModeError as error:
         print(f"data-reorg: --strict: stopped at the first problem: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as error:
+    except (DiskFullError, WorkerDied, FileNotFoundError, ValueError) as error:
         print(f"data-reorg: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("data-reorg: interrupted; finished clips are kept, rerun to resume", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,8 +157,10 @@ def _reorganize(parsed: ParseResult, spec: SplitSpec, args: argparse.Namespace) 
 
 def _print_summary(out: Path, summary: RunSummary) -> None:
     splits = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
+    audio = ", ".join(f"{name} {count}" for name, count in summary.audio_sources.items()) or "none"
     print(f"{out}: kept {summary.kept} ({splits}), dropped {summary.dropped} "
-          f"(see {out / 'dropped.jsonl'}), reused {summary.resumed} finished clips")
+          f"(see {out / 'dropped.jsonl'}), reused {summary.resumed} finished clips; audio: {audio}; "
+          f"{summary.warnings} warnings (see {out / 'reorg.json'})")
 
 
 def _run_stats(args: argparse.Namespace) -> int:

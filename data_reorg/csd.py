@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 from data_reorg.io import atomic_path
 
 CSD_DIMENSIONS = ("sentiment", "happy", "sad", "anger", "surprise", "disgust", "fear")
+# The documented value range of each label dimension: sentiment -3..3, emotions 0..3 (rater means).
+CSD_RANGES = {"sentiment": (-3.0, 3.0), **{name: (0.0, 3.0) for name in CSD_DIMENSIONS[1:]}}
 
 # After SDK alignment every labelled interval becomes its own entry "<vid>[<k>]". Real video ids
 # (YouTube ids, numeric ids) never contain brackets, so the suffix cannot be part of an id.
@@ -88,6 +91,27 @@ def _metadata(root_name: str, digest: str) -> dict:
         "uuid": str(uuid.uuid3(uuid.NAMESPACE_OID, f"{root_name}:{digest}")),
         "md5": digest,
     }
+
+
+def interval_problem(start: float, end: float) -> str | None:
+    """Why a CSD interval cannot be matched to anything (not finite, empty or reversed); None if it can."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return "interval is not finite"
+    if end < start:
+        return "interval ends before it starts"
+    return "interval is empty" if end == start else None
+
+
+def label_problem(values) -> str | None:
+    """Why a labels row (CSD_DIMENSIONS order) cannot be trusted: a NaN / infinite value or one outside
+    its dimension's range (CSD_RANGES), named; None if every value is usable."""
+    for name, value in zip(CSD_DIMENSIONS, values):
+        low, high = CSD_RANGES[name]
+        if not math.isfinite(value):
+            return f"{name} is {value}"
+        if not low <= value <= high:
+            return f"{name} {value} is outside [{low:g}, {high:g}]"
+    return None
 
 
 def read_csd(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_reorg.io import read_text_lenient
-from data_reorg.manifest import IEMOCAP_CLASSES, AudioSource, ClipRequest, Drop, ParseResult
+from data_reorg.manifest import (IEMOCAP_CLASSES, AudioSource, ClipRequest, Drop, ParseResult,
+                                 corpus_text_files, read_corpus_lines)
 
 log = logging.getLogger("data_reorg")
 
@@ -49,38 +49,37 @@ def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES,
     if side_rule not in SIDE_RULES:
         raise ValueError(f"unknown IEMOCAP side rule {side_rule!r}; choose one of {SIDE_RULES}")
     src = Path(src)
-    labels, texts, drops = _read_release(src)
-    drops.extend(Drop(item, f"no EmoEvaluation label ({where})", expected=True)
-                 for item, (_, where) in texts.items() if item not in labels)
-    requests = []
+    found = ParseResult()
+    labels, texts = _read_release(src, found)
+    found.drops.extend(Drop(item, f"no EmoEvaluation label ({where})", expected=True)
+                       for item, (_, where) in texts.items() if item not in labels)
     for label in sorted(labels.values(), key=lambda lab: lab.id):
         if label.code in classes:
-            requests.append(_request(src, label, texts.get(label.id, ("", ""))[0], side_rule))
+            found.requests.append(_request(src, label, texts.get(label.id, ("", ""))[0], side_rule))
         else:
-            drops.append(Drop(label.id, f"label {label.code!r} is not one of the classes "
-                                        f"{','.join(classes)} ({label.where})", expected=True))
-    untranscribed = [request.id for request in requests if request.id not in texts]
+            found.drops.append(Drop(label.id, f"label {label.code!r} is not one of the classes "
+                                              f"{','.join(classes)} ({label.where})", expected=True))
+    untranscribed = [request.id for request in found.requests if request.id not in texts]
     if untranscribed:
         log.warning("%d labelled IEMOCAP utterances have no transcript line; their texts are empty (e.g. %s)",
                     len(untranscribed), ", ".join(untranscribed[:5]))
-    drops.sort(key=lambda drop: drop.id)
-    return ParseResult(requests, drops)
+    found.drops.sort(key=lambda drop: drop.id)
+    return found
 
 
-def _read_release(src: Path) -> tuple[dict[str, _Label], dict[str, tuple[str, str]], list[Drop]]:
-    """Labels by id, (text, file:line) by id, and the lines refused while reading, over all sessions."""
+def _read_release(src: Path, found: ParseResult) -> tuple[dict[str, _Label], dict[str, tuple[str, str]]]:
+    """Labels by id and (text, file:line) by id over all sessions; refused lines go to ``found``."""
     labels: dict[str, _Label] = {}
     texts: dict[str, tuple[str, str]] = {}
-    drops: list[Drop] = []
     for session in _session_dirs(src):
-        for path in _text_files(session / "dialog" / "EmoEvaluation"):
-            _read_emo_evaluation(path, src, labels, drops)
+        for path in corpus_text_files(session / "dialog" / "EmoEvaluation", src, found):
+            _read_emo_evaluation(path, src, labels, found)
             if not (session / "dialog" / "transcriptions" / path.name).is_file():
                 log.warning("%s: no transcription file for this dialog; its texts are left empty",
                             path.relative_to(src))
-        for path in _text_files(session / "dialog" / "transcriptions"):
-            _read_transcription(path, src, texts, drops)
-    return labels, texts, drops
+        for path in corpus_text_files(session / "dialog" / "transcriptions", src, found):
+            _read_transcription(path, src, texts, found)
+    return labels, texts
 
 
 def _session_dirs(src: Path) -> list[Path]:
@@ -91,31 +90,23 @@ def _session_dirs(src: Path) -> list[Path]:
     return sessions
 
 
-def _text_files(folder: Path) -> list[Path]:
-    """The ``.txt`` files directly in ``folder``: no sub-folders, no macOS ``._*`` resource forks."""
-    if not folder.is_dir():
-        return []
-    return sorted(path for path in folder.iterdir()
-                  if path.is_file() and path.suffix == ".txt" and not path.name.startswith("."))
-
-
-def _read_emo_evaluation(path: Path, src: Path, labels: dict[str, _Label], drops: list[Drop]) -> None:
+def _read_emo_evaluation(path: Path, src: Path, labels: dict[str, _Label], found: ParseResult) -> None:
     """Add the summary lines of one EmoEvaluation file to ``labels``; annotator lines are not needed."""
     relative = path.relative_to(src).as_posix()
-    for number, line in enumerate(read_text_lenient(path).splitlines(), start=1):
+    for number, line in enumerate(read_corpus_lines(path, src, found), start=1):
         if not line.startswith("["):
             continue
         where = f"{relative}:{number}"
         try:
             label = _parse_summary(line, where)
         except ValueError as error:
-            drops.append(Drop(where, f"malformed EmoEvaluation summary line: {error}"))
+            found.drops.append(Drop(where, f"malformed EmoEvaluation summary line: {error}"))
             continue
         if not _UTTERANCE.fullmatch(label.id):
-            drops.append(Drop(label.id, f"utterance id does not match the IEMOCAP id rule ({where})"))
+            found.drops.append(Drop(label.id, f"utterance id does not match the IEMOCAP id rule ({where})"))
         elif label.id in labels:
-            drops.append(Drop(label.id, f"duplicate EmoEvaluation block ({where}); "
-                                        f"the one at {labels[label.id].where} is kept"))
+            found.drops.append(Drop(label.id, f"duplicate EmoEvaluation block ({where}); "
+                                              f"the one at {labels[label.id].where} is kept"))
         else:
             labels[label.id] = label
 
@@ -134,10 +125,10 @@ def _parse_summary(line: str, where: str) -> _Label:
     return _Label(fields[1], fields[2], start, end, where)
 
 
-def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]], drops: list[Drop]) -> None:
+def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]], found: ParseResult) -> None:
     """Add ``id -> (text, file:line)`` for each utterance line of one transcription file; drop the others."""
     relative = path.relative_to(src).as_posix()
-    for number, line in enumerate(read_text_lenient(path).splitlines(), start=1):
+    for number, line in enumerate(read_corpus_lines(path, src, found), start=1):
         line = line.strip()
         if not line:
             continue
@@ -147,10 +138,10 @@ def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]]
         if item and _UTTERANCE.fullmatch(item):
             texts[item] = (match["text"].strip(), where)
         elif item and _UNLABELLED.fullmatch(item):
-            drops.append(Drop(item, f"unlabelled utterance (XX id) in the transcript ({where})",
-                              expected=True))
+            found.drops.append(Drop(item, f"unlabelled utterance (XX id) in the transcript ({where})",
+                                    expected=True))
         else:
-            drops.append(Drop(where, f"transcript line is not an utterance: {line!r}", expected=True))
+            found.drops.append(Drop(where, f"transcript line is not an utterance: {line!r}", expected=True))
 
 
 def _side(utterance: re.Match, side_rule: str) -> str:
@@ -164,13 +155,14 @@ def _request(src: Path, label: _Label, text: str, side_rule: str) -> ClipRequest
     utterance = _UTTERANCE.fullmatch(label.id)
     dialog, session = utterance["dialog"], utterance["session"]
     side = _side(utterance, side_rule)
+    channel = 0 if side == "L" else 1
     session_dir = src / f"Session{session}"
     return ClipRequest(
         id=label.id, dataset="iemocap", label=label.code, start=label.start, end=label.end, text=text,
         video=session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
-        audio=AudioSource(session_dir / "sentences" / "wav" / dialog / f"{label.id}.wav"),
+        audio=AudioSource(session_dir / "sentences" / "wav" / dialog / f"{label.id}.wav", "sentence_wav"),
         group=session, crop=CROPS[side], side=side,
         # Dialog wav channels follow the video halves: 0 = left actor, 1 = right actor.
         fallback_audio=AudioSource(session_dir / "dialog" / "wav" / f"{dialog}.wav",
-                                   channel=0 if side == "L" else 1, start=label.start, end=label.end),
+                                   f"dialog_wav_channel_{channel}", channel, label.start, label.end),
     )

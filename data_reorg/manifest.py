@@ -12,10 +12,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_reorg.io import read_jsonl
+from data_reorg.io import read_jsonl, read_lines_lenient
 
+# ``audio_source`` was added last: manifests written before it lack it, and every reader copes.
 MANIFEST_FIELDS = ("id", "dataset", "split", "label", "start", "end", "text", "video", "audio",
-                   "side", "fps", "num_frames", "num_samples", "sha256")
+                   "side", "fps", "num_frames", "num_samples", "sha256", "audio_source")
 SPLITS = ("train", "valid", "test")
 IEMOCAP_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
 MOSEI_EMOTIONS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
@@ -23,9 +24,14 @@ MOSEI_EMOTIONS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
 
 @dataclass(frozen=True)
 class AudioSource:
-    """Where an utterance's audio comes from: a file, one channel of it, and an optional interval."""
+    """Where an utterance's audio comes from: a file, one channel of it, and an optional interval.
+
+    ``name`` is what the manifest's ``audio_source`` records when this source is used, e.g.
+    ``sentence_wav`` or ``dialog_wav_channel_1``.
+    """
 
     path: Path
+    name: str
     channel: int = 0
     start: float | None = None
     end: float | None = None
@@ -74,12 +80,48 @@ class Drop:
         return {"id": self.id, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something read with a fallback that the run's outputs must show (``reorg.json`` ``warnings``)."""
+
+    where: str
+    warning: str
+
+    def row(self) -> dict:
+        return {"where": self.where, "warning": self.warning}
+
+
 @dataclass
 class ParseResult:
-    """What a recipe's parser returns: requests to cut, and everything it refused."""
+    """What a recipe's parser returns: requests to cut, everything it refused, and its fallbacks."""
 
     requests: list[ClipRequest] = field(default_factory=list)
     drops: list[Drop] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+
+def corpus_text_files(folder: Path, src: Path, found: ParseResult) -> list[Path]:
+    """The ``.txt`` files directly in ``folder`` (none if it is absent): no sub-folders, and no hidden
+    files (macOS ``._*`` resource forks, other dot-files), each of which gets an expected drop row."""
+    if not folder.is_dir():
+        return []
+    files = []
+    for path in sorted(entry for entry in folder.iterdir() if entry.is_file()):
+        if path.name.startswith("."):
+            rel = path.relative_to(src).as_posix()
+            found.drops.append(Drop(rel, f"{rel}: hidden file skipped (macOS resource fork or other dot-file)",
+                                    expected=True))
+        elif path.suffix == ".txt":
+            files.append(path)
+    return files
+
+
+def read_corpus_lines(path: Path, src: Path, found: ParseResult) -> list[str]:
+    """The lines of a corpus text file; each line that is not UTF-8 (decoded as latin-1) adds a note."""
+    lines, fallbacks = read_lines_lenient(path)
+    rel = path.relative_to(src).as_posix()
+    found.notes.extend(Note(f"{rel}:{number}", "not valid UTF-8; decoded as latin-1") for number in fallbacks)
+    return lines
 
 
 def load_manifest(data_dir: Path | str, split: str | None = None) -> list[dict]:

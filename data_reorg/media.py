@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from data_reorg.io import atomic_path, temp_path_for
+from data_reorg.io import atomic_path, raise_if_disk_full, temp_path_for
 
 SAMPLE_RATE = 16000
 CLIP_QUALITY = 5  # MPEG-4 qscale: 1 best .. 31 worst
@@ -91,9 +93,43 @@ def cut_video(src: Path, cuts: list[VideoCut], info: VideoInfo) -> dict[str, int
 
     One ffmpeg process splits the decoded stream into a trim (by frame index) + crop branch per cut and
     encodes each to MPEG-4 Part 2 in an mp4 (fast, readable by OpenCV everywhere). Each clip is
-    written under a temporary name and renamed once its frame count is checked, so an interrupted run
-    never leaves a partial clip behind.
+    written under a temporary name and renamed only when it holds exactly its frames, so an
+    interrupted run never leaves a partial clip behind and every kept clip is frame-exact.
+
+    A source that decodes only partly (a truncated file) costs one more pass, to count its decodable
+    frames: the clips inside that part are kept (cut again if the first pass failed as a whole), the
+    others get one reason that says where the video stops decoding.
     """
+    written, failure = _encode_cuts(src, cuts, info)
+    missing = [cut for cut in cuts if cut.key not in written]
+    if not missing:
+        return written
+    decodable = decodable_frames(src)
+    inside = [cut for cut in missing if cut.stop <= decodable]
+    if inside and failure is not None:  # the first pass failed as a whole: cut the clips inside again
+        again, failure = _encode_cuts(src, inside, info)
+        written.update(again)
+    beyond = _beyond_decodable(src, decodable, info, failure)
+    results: dict[str, int | MediaError] = dict(written)
+    for cut in missing:
+        if cut.key not in written:
+            results[cut.key] = beyond if cut.stop > decodable else failure or MediaError(
+                f"{src}: frames [{cut.first}, {cut.stop}) did not all decode")
+    return results
+
+
+def _beyond_decodable(src: Path, decodable: int, info: VideoInfo, failure: MediaError | None) -> MediaError:
+    """The one reason of every clip of ``src`` that ends after its first ``decodable`` frames."""
+    if decodable == 0:
+        return failure or MediaError(f"{src}: no frame of the video decodes")
+    return MediaError(f"{src}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) "
+                      f"of the {info.num_frames} its header declares (truncated or damaged file); "
+                      "clips past that point are dropped")
+
+
+def _encode_cuts(src: Path, cuts: list[VideoCut], info: VideoInfo) -> tuple[dict[str, int], MediaError | None]:
+    """One ffmpeg pass over ``src`` for ``cuts``: the frame-exact clips renamed into place (key -> frames),
+    and the error that stopped ffmpeg, if one did (then no clip is kept)."""
     temps = {cut.key: temp_path_for(cut.out_path) for cut in cuts}
     branches = ffmpeg.input(str(src)).video.filter_multi_output("split", len(cuts))
     outputs = []
@@ -106,23 +142,42 @@ def cut_video(src: Path, cuts: list[VideoCut], info: VideoInfo) -> dict[str, int
     try:
         ffmpeg.merge_outputs(*outputs).global_args("-nostdin", "-v", "error").overwrite_output().run(
             cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-        return {cut.key: _finish_cut(cut, temps[cut.key], src) for cut in cuts}
+        frames = {cut.key: _finish_cut(cut, temps[cut.key]) for cut in cuts}
+        return {key: count for key, count in frames.items() if count is not None}, None
     except ffmpeg.Error as error:
-        message = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
-        return {cut.key: MediaError(f"{src}: cannot decode video ({message[0]})") for cut in cuts}
+        stderr = error.stderr.decode("utf-8", "replace")
+        raise_if_disk_full(stderr, cuts[0].out_path.parent)
+        message = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
+        return {}, MediaError(f"{src}: cannot decode video ({message[0]})")
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
 
 
-def _finish_cut(cut: VideoCut, tmp: Path, src: Path) -> int | MediaError:
-    """Rename a finished clip into place if it holds frames; a truncated source may yield fewer."""
+def _finish_cut(cut: VideoCut, tmp: Path) -> int | None:
+    """Rename a clip into place if it holds exactly frames [first, stop); its frame count, else None."""
     try:
         frames = probe_video(tmp).num_frames
     except MediaError:
-        return MediaError(f"{src}: no frame decoded in frames [{cut.first}, {cut.stop})")
+        return None
+    if frames != cut.stop - cut.first:
+        return None
     os.replace(tmp, cut.out_path)
     return frames
+
+
+def decodable_frames(src: Path) -> int:
+    """How many frames of ``src`` decode, from the first up to the first damaged packet or frame.
+
+    One full decode pass (to ffmpeg's null muxer, every decoded frame passed through), stopped at the
+    first error, so the count is the frame index up to which trims of the same stream are exact.
+    """
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-xerror", "-err_detect", "explode",
+               "-i", str(src), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null",
+               "-progress", "pipe:1", "-nostats", "-"]
+    progress = subprocess.run(command, capture_output=True, text=True, errors="replace").stdout
+    counts = re.findall(r"^frame=(\d+)$", progress, flags=re.MULTILINE)
+    return int(counts[-1]) if counts else 0
 
 
 def _crop_pixels(crop: tuple[float, float, float, float], info: VideoInfo) -> tuple[int, int, int, int]:

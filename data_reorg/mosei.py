@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_reorg.csd import CSDError, read_csd
-from data_reorg.io import read_text_lenient
-from data_reorg.manifest import AudioSource, ClipRequest, Drop, ParseResult
+from data_reorg.csd import CSDError, interval_problem, label_problem, read_csd
+from data_reorg.manifest import (AudioSource, ClipRequest, Drop, ParseResult, corpus_text_files,
+                                 read_corpus_lines)
 
 CSD_NAME = "CMU_MOSEI_Labels.csd"
 # Canonical emotion k (manifest.MOSEI_EMOTIONS: anger, disgust, fear, happy, sad, surprise) is CSD
@@ -64,14 +64,16 @@ def parse_release(src: Path, label_file: Path | None = None) -> ParseResult:
     layout = find_layout(src)
     csd_path = Path(label_file) if label_file is not None else find_csd(src)
     labels = _load_labels(csd_path)
-    segments, drops = parse_transcripts(layout.transcripts, src)
-    requests = []
+    found = ParseResult()
+    segments = parse_transcripts(layout.transcripts, src, found)
     for vid in sorted(set(segments) | set(labels)):
         features, intervals = labels.get(vid, (np.zeros((0, 7)), np.zeros((0, 2))))
-        matched, vid_drops = _label_video(vid, segments.get(vid, []), intervals, csd_path.name)
-        requests += [_request(segment, features[row], layout) for segment, row in matched]
-        drops += vid_drops
-    return ParseResult(sorted(requests, key=lambda r: r.id), sorted(drops, key=lambda d: d.id))
+        matched, drops = _label_video(vid, segments.get(vid, []), features, intervals, csd_path.name)
+        found.requests += [_request(segment, features[row], layout) for segment, row in matched]
+        found.drops += drops
+    found.requests.sort(key=lambda request: request.id)
+    found.drops.sort(key=lambda drop: drop.id)
+    return found
 
 
 def find_layout(src: Path) -> Layout:
@@ -108,40 +110,33 @@ def _load_labels(csd_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return labels
 
 
-def parse_transcripts(folder: Path, src: Path) -> tuple[dict[str, list[Segment]], list[Drop]]:
-    """Segments of every ``<vid>.txt`` in ``folder`` (hidden ``._*`` files skipped), by video id."""
-    segments: dict[str, list[Segment]] = {}
-    drops: list[Drop] = []
-    for path in sorted(folder.glob("*.txt")):
-        if path.name.startswith("."):
-            continue
-        segments[path.stem], file_drops = parse_transcript(path, path.relative_to(src).as_posix())
-        drops += file_drops
-    return segments, drops
+def parse_transcripts(folder: Path, src: Path, found: ParseResult) -> dict[str, list[Segment]]:
+    """Segments of every ``<vid>.txt`` in ``folder``, by video id; hidden files, bad lines and lines
+    that are not UTF-8 are reported in ``found``."""
+    return {path.stem: parse_transcript(path, src, found) for path in corpus_text_files(folder, src, found)}
 
 
-def parse_transcript(path: Path, rel: str) -> tuple[list[Segment], list[Drop]]:
+def parse_transcript(path: Path, src: Path, found: ParseResult) -> list[Segment]:
     """Lines ``<vid>___<clip>___<start>___<end>___<text>`` of one file; bad lines become drops.
 
     The video id is taken from the file name and stripped as a known prefix, because ids and texts may
     both contain underscore runs; the rest is split at most 3 times so the text stays intact.
     """
-    vid = path.stem
+    vid, rel = path.stem, path.relative_to(src).as_posix()
     segments: list[Segment] = []
-    drops: list[Drop] = []
     first_line: dict[int, int] = {}
-    for number, line in enumerate(read_text_lenient(path).lstrip("\ufeff").splitlines(), start=1):
+    for number, line in enumerate(read_corpus_lines(path, src, found), start=1):
         if not line.strip():
             continue
         segment, problem = _parse_line(vid, line)
         if segment is not None and segment.clip in first_line:
             problem = f"duplicate clip {segment.clip} (first on line {first_line[segment.clip]})"
         if problem:
-            drops.append(Drop(f"{rel}:{number}", f"{rel} line {number}: {problem}"))
+            found.drops.append(Drop(f"{rel}:{number}", f"{rel} line {number}: {problem}"))
             continue
         first_line[segment.clip] = number
         segments.append(segment)
-    return segments, drops
+    return segments
 
 
 def _parse_line(vid: str, line: str) -> tuple[Segment | None, str | None]:
@@ -163,19 +158,26 @@ def _parse_line(vid: str, line: str) -> tuple[Segment | None, str | None]:
     return Segment(vid, int(clip), start_s, end_s, text.strip()), None
 
 
-def _label_video(vid: str, segments: list[Segment], intervals: np.ndarray,
+def _label_video(vid: str, segments: list[Segment], features: np.ndarray, intervals: np.ndarray,
                  csd_name: str) -> tuple[list[tuple[Segment, int]], list[Drop]]:
-    """(segment, CSD row) pairs of one video, plus drops for segments and rows left unmatched."""
-    pairs = match_intervals([(s.start, s.end) for s in segments], intervals.tolist())
-    matched = [(segments[i], row) for i, row in sorted(pairs.items())]
-    drops = [Drop(s.id, f"no label row in {csd_name} for {vid} [{s.start}, {s.end}]", expected=True)
-             for i, s in enumerate(segments) if i not in pairs]
-    used = set(pairs.values())
+    """(segment, CSD row) pairs of one video whose labels can be trusted, plus drops for the rest:
+    rows whose interval is unusable, segments and rows left unmatched, segments whose row holds a NaN,
+    infinite or out-of-range value."""
+    rows = intervals.tolist()
+    where = [f"{csd_name} row {row} of {vid} [{start}, {end}]" for row, (start, end) in enumerate(rows)]
+    problems = {row: interval_problem(start, end) for row, (start, end) in enumerate(rows)}
+    drops = [Drop(f"{vid}[row {row}]", f"{where[row]}: {problem}") for row, problem in problems.items() if problem]
+    usable = [row for row, problem in problems.items() if problem is None]
+    found = match_intervals([(s.start, s.end) for s in segments], [rows[row] for row in usable])
+    pairs = {i: usable[j] for i, j in sorted(found.items())}
+    drops += [Drop(s.id, f"no label row in {csd_name} for {vid} [{s.start}, {s.end}]", expected=True)
+              for i, s in enumerate(segments) if i not in pairs]
     why = "matches no transcript segment" if segments else "video has no segmented transcript"
-    drops += [Drop(f"{vid}[row {row}]", f"{csd_name} row {row} of {vid} [{start}, {end}]: {why}",
-                   expected=True)
-              for row, (start, end) in enumerate(intervals.tolist()) if row not in used]
-    return matched, drops
+    drops += [Drop(f"{vid}[row {row}]", f"{where[row]}: {why}", expected=True)
+              for row in usable if row not in pairs.values()]
+    labelled = {i: label_problem(features[row]) for i, row in pairs.items()}
+    drops += [Drop(segments[i].id, f"{where[pairs[i]]}: {problem}") for i, problem in labelled.items() if problem]
+    return [(segments[i], pairs[i]) for i, problem in labelled.items() if problem is None], drops
 
 
 def match_intervals(segments: list[tuple[float, float]], rows: list[tuple[float, float]]) -> dict[int, int]:
@@ -221,6 +223,6 @@ def _request(segment: Segment, features: np.ndarray, layout: Layout) -> ClipRequ
     return ClipRequest(
         id=segment.id, dataset="mosei", label=emotion_labels(features), start=start, end=segment.end,
         text=segment.text, video=layout.videos / f"{segment.vid}.mp4",
-        audio=AudioSource(layout.audio / f"{segment.vid}.wav", channel=0, start=start, end=segment.end),
+        audio=AudioSource(layout.audio / f"{segment.vid}.wav", "full_wav_channel_0", 0, start, segment.end),
         group=segment.vid,
     )

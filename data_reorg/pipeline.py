@@ -1,4 +1,4 @@
-"""Cut a recipe's requests into clips, resumably, then assign splits and write the manifest.
+"""Assign a recipe's requests to splits, cut them into clips, resumably, and write the manifest.
 
 Layout of OUT:
     video/<id>.mp4  audio/<id>.wav    the clips (16 kHz mono PCM16 audio)
@@ -6,22 +6,26 @@ Layout of OUT:
     manifest.jsonl dropped.jsonl splits/{train,valid,test}.txt reorg.json
 Every file is written under a temporary name and renamed, so a run killed at any moment leaves only
 complete files, and a rerun re-cuts exactly the clips that are missing or fail their checksum.
+Splits are assigned from the parsed ids before any media is read, so a clip that cannot be cut
+removes only itself: every other id keeps its split.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from tqdm import tqdm
 
-from data_reorg.io import safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
-from data_reorg.manifest import MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, ParseResult
+from data_reorg.io import remove_temporaries, safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
+from data_reorg.manifest import MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, Note, ParseResult
 from data_reorg.media import MediaError, VideoCut, cut_video, frame_span, probe_video, read_audio, write_wav
-from data_reorg.splits import SplitSpec, assign_splits
+from data_reorg.splits import SplitResult, SplitSpec, assign_splits
+from data_reorg.workers import worker_pool
 
 log = logging.getLogger("data_reorg")
 
@@ -45,6 +49,8 @@ class RunSummary:
     resumed: int
     split_counts: dict[str, int]
     missing_from_split_lists: int
+    audio_sources: dict[str, int] = field(default_factory=dict)  # manifest ``audio_source`` -> clips
+    warnings: int = 0  # fallbacks while reading (reorg.json ``warnings``)
 
 
 def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) -> RunSummary:
@@ -54,23 +60,37 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     problems = [drop for drop in drops if not drop.expected]
     if options.strict and problems:
         raise StrictModeError(f"{problems[0].id}: {problems[0].reason}")
+    for note in parsed.notes:
+        log.warning("%s: %s", note.where, note.warning)
     requests = _unique_requests(parsed.requests, drops)
+    split = _assign_splits(split_spec, requests)
+    drops.extend(split.drops)
     _remove_stale_temporaries(out)
-    records, pending = _resume(requests, out)
+    records, pending = _resume({item: requests[item] for item in split.assignment}, out)
     cut_records, cut_drops = _cut_all(pending, out, options)
     records.update(cut_records)
     drops.extend(cut_drops)
-    groups = {item: request.group for item, request in requests.items() if item in records}
-    split = assign_splits(split_spec, groups)
-    drops.extend(split.drops)
+    rows = [_manifest_row(records[item], split.assignment[item]) for item in sorted(records)]
+    summary = _summarize(rows, len(drops), len(records) - len(cut_records), split, parsed.notes)
+    _write_outputs(out, rows, drops, parsed.notes, split_spec, summary)
+    return summary
+
+
+def _summarize(rows: list[dict], dropped: int, resumed: int, split: SplitResult,
+               notes: list[Note]) -> RunSummary:
+    split_counts = {name: sum(row["split"] == name for row in rows) for name in SPLITS}
+    audio_sources = dict(sorted(Counter(row["audio_source"] for row in rows).items()))
+    return RunSummary(len(rows), dropped, resumed, split_counts, len(split.missing_from_corpus), audio_sources,
+                      len(notes))
+
+
+def _assign_splits(spec: SplitSpec, requests: dict[str, ClipRequest]) -> SplitResult:
+    """Splits of every parsed, labelled id (grouped by ``request.group``), before any media is read."""
+    split = assign_splits(spec, {item: request.group for item, request in requests.items()})
     if split.missing_from_corpus:
         log.warning("%d ids of the split lists are not in this corpus copy (e.g. %s)",
                     len(split.missing_from_corpus), ", ".join(split.missing_from_corpus[:5]))
-    rows = [_manifest_row(records[item], split.assignment[item]) for item in sorted(split.assignment)]
-    _write_outputs(out, rows, drops, split_spec, len(split.missing_from_corpus))
-    counts = {name: sum(row["split"] == name for row in rows) for name in SPLITS}
-    return RunSummary(len(rows), len(drops), len(records) - len(cut_records), counts,
-                      len(split.missing_from_corpus))
+    return split
 
 
 def _manifest_row(record: dict, split: str) -> dict:
@@ -111,7 +131,7 @@ def _finished_record(meta: Path, request: ClipRequest) -> dict | None:
     try:
         saved = json.loads(meta.read_text(encoding="utf-8"))
         record = saved["record"] if saved["fingerprint"] == request.fingerprint() else None
-        return record if record is None or {"video", "audio", "sha256"} <= set(record) else None
+        return record if record is None or set(MANIFEST_FIELDS) - {"split"} <= set(record) else None
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("%s is unreadable (%s): the clip is cut again", meta, error)
         return None
@@ -120,8 +140,7 @@ def _finished_record(meta: Path, request: ClipRequest) -> dict | None:
 def _remove_stale_temporaries(out: Path) -> None:
     """Temporary files a killed run left behind (``.<name>.tmp<pid>...``); one run writes OUT at a time."""
     for folder in ("video", "audio", "meta"):
-        for leftover in (out / folder).glob(".*.tmp*"):
-            leftover.unlink(missing_ok=True)
+        remove_temporaries(out / folder)
 
 
 def clip_problems(out: Path, record: dict) -> list[str]:
@@ -144,9 +163,7 @@ def _cut_all(pending: list[ClipRequest], out: Path, options: RunOptions):
     drops: list[Drop] = []
     bar = tqdm(total=len(pending), desc="cutting clips", unit="clip", disable=not options.progress or None)
     tasks = [(video, group, out) for video, group in sorted(by_video.items())]
-    pool = ProcessPoolExecutor(options.jobs) if options.jobs > 1 and len(tasks) > 1 else None
-    try:
-        results = pool.map(_cut_source_star, tasks) if pool else map(_cut_source_star, tasks)
+    with bar, contextlib.closing(_cut_sources(tasks, options.jobs)) as results:
         for group_records, group_drops in results:
             if options.strict and group_drops:
                 raise StrictModeError(f"{group_drops[0].id}: {group_drops[0].reason}")
@@ -155,11 +172,16 @@ def _cut_all(pending: list[ClipRequest], out: Path, options: RunOptions):
             records.update(group_records)
             drops.extend(group_drops)
             bar.update(len(group_records) + len(group_drops))
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown(cancel_futures=True)
     return records, drops
+
+
+def _cut_sources(tasks: list[tuple], jobs: int) -> Iterator[tuple[dict[str, dict], list[Drop]]]:
+    """:func:`cut_source` of each task, in order: in ``jobs`` worker processes, or here for one job."""
+    if jobs > 1 and len(tasks) > 1:
+        with worker_pool(jobs) as pool:
+            yield from pool.map(_cut_source_star, tasks)
+    else:
+        yield from map(_cut_source_star, tasks)
 
 
 def _cut_source_star(task):
@@ -204,20 +226,22 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
 
 
 def _read_request_audio(request: ClipRequest, video_duration: float):
-    """The request's audio, falling back to ``fallback_audio``; an interval ends where the video ends."""
+    """(samples, source name) of the request's audio, falling back to ``fallback_audio``; an interval
+    ends where the video ends. The name goes into the manifest, so a fallback is never silent."""
     sources = [request.audio] + ([request.fallback_audio] if request.fallback_audio else [])
     errors = []
     for source in sources:
         end = None if source.end is None else min(source.end, video_duration)
         try:
-            return read_audio(source.path, source.start, end, source.channel)
+            return read_audio(source.path, source.start, end, source.channel), source.name
         except MediaError as error:
             errors.append(str(error))
     raise MediaError("; ".join(errors))
 
 
-def _finish_clip(request: ClipRequest, out: Path, samples, fps: float, num_frames: int,
+def _finish_clip(request: ClipRequest, out: Path, audio: tuple, fps: float, num_frames: int,
                  start: float, end: float) -> dict:
+    samples, audio_source = audio
     name = safe_name(request.id)
     video_rel, audio_rel = f"video/{name}.mp4", f"audio/{name}.wav"
     write_wav(out / audio_rel, samples)
@@ -227,18 +251,21 @@ def _finish_clip(request: ClipRequest, out: Path, samples, fps: float, num_frame
         "video": video_rel, "audio": audio_rel, "side": request.side, "fps": fps,
         "num_frames": num_frames, "num_samples": int(len(samples)),
         "sha256": {"video": sha256_file(out / video_rel), "audio": sha256_file(out / audio_rel)},
+        "audio_source": audio_source,
     }
     meta = {"fingerprint": request.fingerprint(), "record": record}
     write_text_atomic(_meta_path(out, request.id), json.dumps(meta, ensure_ascii=False))
     return record
 
 
-def _write_outputs(out: Path, rows: list[dict], drops: list[Drop], spec: SplitSpec, missing: int) -> None:
+def _write_outputs(out: Path, rows: list[dict], drops: list[Drop], notes: list[Note], spec: SplitSpec,
+                   summary: RunSummary) -> None:
     for name in SPLITS:
         ids = [row["id"] for row in rows if row["split"] == name]
         write_text_atomic(out / "splits" / f"{name}.txt", "".join(item + "\n" for item in ids))
     write_jsonl_atomic(out / "dropped.jsonl", [drop.row() for drop in sorted(drops, key=lambda d: d.id)])
-    summary = {"split": asdict(spec), "kept": len(rows), "dropped": len(drops),
-               "split_list_ids_missing_from_corpus": missing}
-    write_text_atomic(out / "reorg.json", json.dumps(summary, indent=2))
+    run = {"split": asdict(spec), "kept": summary.kept, "dropped": summary.dropped,
+           "split_list_ids_missing_from_corpus": summary.missing_from_split_lists,
+           "audio_sources": summary.audio_sources, "warnings": [note.row() for note in notes]}
+    write_text_atomic(out / "reorg.json", json.dumps(run, indent=2, ensure_ascii=False))
     write_jsonl_atomic(out / "manifest.jsonl", rows)

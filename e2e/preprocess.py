@@ -23,9 +23,8 @@ import json
 import logging
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from data_reorg.io import atomic_path, safe_name, write_jsonl_atomic
 from data_reorg.manifest import load_manifest
+from data_reorg.workers import worker_pool
 from e2e.features.audio import N_FFT, SAMPLE_RATE, mel_spectrogram
 from e2e.features.faces import FaceCropper, VideoReadError, read_frames, sample_frame_indices
 
@@ -123,9 +123,7 @@ def _build_all(rows: list[dict], data_dir: Path, img_interval_ms: int, jobs: int
         for row, path in zip(rows, paths):
             yield row, build_item(row, path, img_interval_ms, cropper)
         return
-    # spawn, not fork: forking a process whose torch thread pools are running can deadlock
-    with ProcessPoolExecutor(max_workers=min(jobs, len(rows)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(device,)) as pool:
+    with worker_pool(min(jobs, len(rows)), _init_worker, (device,)) as pool:
         futures = {pool.submit(_pool_task, row, path, img_interval_ms): row for row, path in zip(rows, paths)}
         for future in as_completed(futures):
             yield futures[future], future.result()

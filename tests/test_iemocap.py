@@ -5,7 +5,10 @@ lines with annotator lines after them, zero-padded transcript times without spac
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,7 +19,9 @@ import soundfile as sf
 from data_reorg.io import read_jsonl
 from data_reorg.iemocap import SIDE_RULES, parse_release
 from data_reorg.manifest import MANIFEST_FIELDS, SPLITS
+from data_reorg.media import decodable_frames
 from data_reorg.pipeline import RunOptions, reorganize
+from data_reorg.report import verify
 from data_reorg.splits import SplitSpec
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
@@ -188,7 +193,30 @@ def test_drops_name_the_reason_file_and_line(parsed, release):
     assert "unlabelled" in reasons["Ses03F_impro06_FXX0"]
     assert "not an utterance" in reasons[line_of(text_file, "M: a note")]
     assert reasons["Ses01F_impro01_F009"] == f"no EmoEvaluation label ({line_of(text_file, '_F009')})"
-    assert len(parsed.drops) == 9
+    for folder in ("EmoEvaluation", "transcriptions"):
+        junk = f"Session1/dialog/{folder}/._Ses01F_impro01.txt"
+        assert reasons[junk] == f"{junk}: hidden file skipped (macOS resource fork or other dot-file)"
+    assert len(parsed.drops) == 11
+
+
+def test_lines_that_are_not_utf8_are_reported_with_file_and_line(parsed, release):
+    """Each such line is decoded as latin-1 on its own; the UTF-8 lines of the file are untouched."""
+    emo_file = release / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    text_file = release / "Session1" / "dialog" / "transcriptions" / "Ses01F_impro01.txt"
+    assert [note.row() for note in parsed.notes] == [
+        {"where": line_of(emo_file, "caf\xe9"), "warning": "not valid UTF-8; decoded as latin-1"},
+        {"where": line_of(text_file, "caf\xe9"), "warning": "not valid UTF-8; decoded as latin-1"}]
+
+
+def test_a_bad_byte_garbles_only_its_own_line(tmp_path):
+    src = tmp_path / "IEMOCAP_full_release"
+    emo(src, "Ses01F_impro01", summary("1.0000", "2.0000", "Ses01F_impro01_F000", "neu")
+        + summary("2.0000", "3.0000", "Ses01F_impro01_M000", "sad"))
+    transcript(src, "Ses01F_impro01", "Ses01F_impro01_F000 [001.0000-002.0000]: Grüße, naïve café.\n".encode()
+               + b"Ses01F_impro01_M000 [002.0000-003.0000]: caf\xe9\n")
+    result = parse_release(src)
+    assert [request.text for request in by_id(result).values()] == ["Grüße, naïve café.", "caf\xe9"]
+    assert [note.where for note in result.notes] == ["Session1/dialog/transcriptions/Ses01F_impro01.txt:2"]
 
 
 def test_script_ids_and_impro05a_b_are_separate_dialogs(parsed, release):
@@ -337,14 +365,20 @@ def test_clips_show_the_speakers_half(corpus):
 
 def test_audio_uses_the_sentence_wav_or_the_speakers_dialog_channel(corpus):
     rows = corpus["rows"]
-    # id -> (expected samples, expected value): sentence wav; missing -> channel 1; corrupt -> channel 0.
-    expected = {"F000": (int(0.8 * RATE), 0.25), "M000": (RATE, -0.5), "F001": (int(0.7 * RATE), 0.5)}
-    for suffix, (length, value) in expected.items():
+    # id -> (expected samples, expected value, source): sentence wav; missing -> channel 1; corrupt -> channel 0.
+    expected = {"F000": (int(0.8 * RATE), 0.25, "sentence_wav"), "M000": (RATE, -0.5, "dialog_wav_channel_1"),
+                "F001": (int(0.7 * RATE), 0.5, "dialog_wav_channel_0")}
+    for suffix, (length, value, source) in expected.items():
         row = rows[f"Ses01F_impro01_{suffix}"]
         samples, rate = sf.read(str(corpus["out"] / row["audio"]), always_2d=True)
         assert (rate, samples.shape[1]) == (RATE, 1)
         assert abs(len(samples) - length) <= 1 and row["num_samples"] == len(samples)
         assert np.allclose(samples, value, atol=1e-3)
+        assert row["audio_source"] == source
+    # The fallbacks are counted in the run's summary too.
+    summary = json.loads((corpus["out"] / "reorg.json").read_text(encoding="utf-8"))
+    assert summary["audio_sources"] == {"dialog_wav_channel_0": 1, "dialog_wav_channel_1": 1, "sentence_wav": 1}
+    assert summary["warnings"] == []
 
 
 def test_dropped_reasons_and_untouched_source(corpus):
@@ -354,3 +388,48 @@ def test_dropped_reasons_and_untouched_source(corpus):
         assert "Ses01F_impro02.avi" in drops[f"Ses01F_impro02_{item}"]
     assert len(drops) == 5
     assert snapshot(corpus["src"]) == corpus["before"]
+
+
+def _split_of(out: Path) -> dict[str, str]:
+    return {row["id"]: row["split"] for row in read_jsonl(out / "manifest.jsonl")}
+
+
+def test_a_media_failure_moves_no_other_id_to_another_split(corpus, tmp_path):
+    """Splits come from the parsed ids: the clips of a corrupt video are dropped, the rest stay put."""
+    src = tmp_path / "IEMOCAP_full_release"
+    shutil.copytree(corpus["src"], src)
+    write_dialog_video(src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro02.avi")
+    for seed in range(5):
+        intact, broken = tmp_path / f"intact{seed}", tmp_path / f"broken{seed}"
+        reorganize(parse_release(src), SplitSpec(mode="random", seed=seed),
+                   RunOptions(out_dir=intact, progress=False))
+        reorganize(parse_release(corpus["src"]), SplitSpec(mode="random", seed=seed),
+                   RunOptions(out_dir=broken, progress=False))
+        before, after = _split_of(intact), _split_of(broken)
+        assert len(before) == 6 and sorted(after) == sorted(item for item in before if "impro01" in item)
+        assert after == {item: before[item] for item in after}, seed
+
+
+def test_a_truncated_video_keeps_the_clips_of_its_decodable_part(tmp_path):
+    """The clips inside the part that decodes are kept, frame-exact; the others get one reason."""
+    src, out = tmp_path / "IEMOCAP_full_release", tmp_path / "out"
+    write_dialog(src, "Ses01F_impro01")
+    avi = src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro01.avi"
+    write_dialog_video(avi)
+    avi.write_bytes(avi.read_bytes()[: int(avi.stat().st_size * 0.8)])
+    decodable = decodable_frames(avi)
+    stops = {item: math.ceil(float(end) * FPS - 1e-6) for item, (_, end, code) in UTTERANCES.items()
+             if code != "xxx"}
+    inside = {f"Ses01F_impro01_{item}" for item, stop in stops.items() if stop <= decodable}
+    assert 0 < len(inside) < len(stops), (decodable, stops)
+
+    reorganize(parse_release(src), SplitSpec(mode="random", seed=0), RunOptions(out_dir=out, progress=False))
+    rows = _split_of(out)
+    assert set(rows) == inside
+    drops = {row["id"]: row["reason"] for row in read_jsonl(out / "dropped.jsonl")}
+    reasons = {reason for item, reason in drops.items() if item[-4:] in stops}
+    assert reasons == {f"{avi}: the video decodes only up to frame {decodable} ({decodable / FPS:.3f} s) of the "
+                       f"{FPS * SECONDS} its header declares (truncated or damaged file); "
+                       "clips past that point are dropped"}
+    assert verify(out) == {}
+    assert not [path for path in (out / "video").iterdir() if path.name.startswith(".")]

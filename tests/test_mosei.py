@@ -187,6 +187,33 @@ def test_unmatched_rows_and_segments_are_dropped_and_counted(tmp_path):
     assert "matches no transcript segment" in drops["-3g5yACwYnA[row 2]"].reason
 
 
+def test_untrusted_label_rows_drop_their_segment_with_file_video_and_row(tmp_path):
+    """A NaN, infinite or out-of-range value is never read as "emotion absent"; a reversed or NaN
+    interval is reported as such, not as an interval that matches no segment."""
+    nan, inf = float("nan"), float("inf")
+    transcripts = {"81406": [(0, 0.0, 1.0, "nan happy"), (1, 1.0, 2.0, "infinite sentiment"),
+                             (2, 2.0, 3.0, "negative anger"), (3, 3.0, 4.0, "reversed row"),
+                             (4, 4.0, 5.0, "fine"), (5, 5.0, 6.0, "nan interval")]}
+    labels = {"81406": csd_entry((0.0, 1.0, features(happy=nan)), (1.0, 2.0, features(inf, sad=1)),
+                                 (2.0, 3.0, features(anger=-1 / 3)), (4.0, 3.0, features(fear=1)),
+                                 (4.0, 5.0, features(surprise=1)), (nan, 6.0, features(happy=1)))}
+    parsed = parse_release(write_release(tmp_path, transcripts, labels))
+    assert [(r.id, r.label) for r in parsed.requests] == [("81406_4", [0, 0, 0, 0, 0, 1])]
+    reasons = {drop.id: drop.reason for drop in parsed.drops}
+    assert reasons == {
+        "81406_0": "CMU_MOSEI_Labels.csd row 0 of 81406 [0.0, 1.0]: happy is nan",
+        "81406_1": "CMU_MOSEI_Labels.csd row 1 of 81406 [1.0, 2.0]: sentiment is inf",
+        "81406_2": "CMU_MOSEI_Labels.csd row 2 of 81406 [2.0, 3.0]: anger -0.3333333333333333 is outside [0, 3]",
+        "81406[row 3]": "CMU_MOSEI_Labels.csd row 3 of 81406 [4.0, 3.0]: interval ends before it starts",
+        "81406_3": "no label row in CMU_MOSEI_Labels.csd for 81406 [3.0, 4.0]",
+        "81406[row 5]": "CMU_MOSEI_Labels.csd row 5 of 81406 [nan, 6.0]: interval is not finite",
+        "81406_5": "no label row in CMU_MOSEI_Labels.csd for 81406 [5.0, 6.0]",
+    }
+    # Untrusted values are problems (--strict stops there); a segment without a row is a known gap.
+    assert {drop.id for drop in parsed.drops if not drop.expected} == \
+        {"81406_0", "81406_1", "81406_2", "81406[row 3]", "81406[row 5]"}
+
+
 def test_all_zero_rows_are_kept(tmp_path):
     transcripts = {"81406": [(0, 0.0, 2.0, "neutral"), (1, 2.0, 4.0, "negative sentiment only")]}
     labels = {"81406": csd_entry((0.0, 2.0, features()), (2.0, 4.0, features(-3.0)))}
@@ -230,12 +257,29 @@ def test_malformed_lines_junk_files_and_bad_bytes(tmp_path):
     ]
     (folder / "81406.txt").write_bytes("\n".join(lines).encode("latin-1"))
     (folder / "._81406.txt").write_bytes(b"\x00\x05\x16\x07 mac resource fork")
+    (folder / ".hidden.txt").write_bytes(b"81406___9___0.0___1.0___not a transcript")
     parsed = parse_release(src)
     assert [(r.id, r.text) for r in parsed.requests] == [("81406_0", "caf\xe9 ok")]
     rel = f"{RAW_TRANSCRIPTS}/81406.txt"
     drops = by_id(parsed.drops)
-    assert sorted(drops) == [f"{rel}:{n}" for n in (3, 4, 5, 6, 7, 8)]
+    junk = [f"{RAW_TRANSCRIPTS}/{name}" for name in (".hidden.txt", "._81406.txt")]
+    assert sorted(drops) == sorted([f"{rel}:{n}" for n in (3, 4, 5, 6, 7, 8)] + junk)
     assert drops[f"{rel}:6"].reason.startswith(f"{rel} line 6: duplicate clip 0")
+    for name in junk:
+        assert drops[name].expected and drops[name].reason.startswith(f"{name}: hidden file skipped")
+    # Every line of this latin-1 file that is not UTF-8 is reported by file:line.
+    assert [note.row() for note in parsed.notes] == [
+        {"where": f"{rel}:1", "warning": "not valid UTF-8; decoded as latin-1"}]
+
+
+def test_a_bad_byte_garbles_only_its_own_line(tmp_path):
+    src = write_release(tmp_path, {}, {"81406": csd_entry((0.0, 1.0, features(happy=1)),
+                                                          (1.0, 2.0, features(sad=1)))})
+    text = "81406___0___0.0___1.0___Düsseldorf – naïve\n".encode() + b"81406___1___1.0___2.0___caf\xe9\n"
+    (src / RAW_TRANSCRIPTS / "81406.txt").write_bytes(text)
+    parsed = parse_release(src)
+    assert [r.text for r in parsed.requests] == ["Düsseldorf – naïve", "caf\xe9"]
+    assert [note.where for note in parsed.notes] == [f"{RAW_TRANSCRIPTS}/81406.txt:2"]
 
 
 def test_flattened_layout_and_csd_one_level_down(tmp_path):

@@ -8,6 +8,7 @@ Raw trees are copied only where a test modifies them.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -26,9 +27,11 @@ import pytest
 import soundfile as sf
 
 from data_reorg.cli import main
-from data_reorg.io import read_jsonl, sha256_file
-from data_reorg.manifest import IEMOCAP_CLASSES, MANIFEST_FIELDS, MOSEI_EMOTIONS, SPLITS
+from data_reorg.io import read_jsonl, sha256_file, write_jsonl_atomic
+from data_reorg.manifest import IEMOCAP_CLASSES, MANIFEST_FIELDS, MOSEI_EMOTIONS, SPLITS, load_manifest
+from data_reorg.media import decodable_frames, frame_span, probe_video
 from data_reorg.splits import load_split_lists
+from helpers_processes import still_running, wait_for_workers
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +163,8 @@ def _check_rows(out: Path, rows: list[dict], dataset: str) -> None:
         assert row["num_frames"] > 0 and row["num_samples"] > 0 and row["fps"] > 0
         assert set(row["sha256"]) == {"video", "audio"}
         assert row["video"] == f"video/{row['id']}.mp4" and row["audio"] == f"audio/{row['id']}.wav"
+        assert row["audio_source"] in ("sentence_wav", "dialog_wav_channel_0", "dialog_wav_channel_1",
+                                       "full_wav_channel_0")
         for kind in ("video", "audio"):
             assert not Path(row[kind]).is_absolute()
             path = (out / row[kind]).resolve()
@@ -187,11 +192,24 @@ def test_iemocap_keeps_and_drops_what_the_truth_says(demo_data):
         code = re.match(r"emotion code (\w+)", why)
         expected = [f"'{code[1]}'"] if code else ["unlabelled", "XX"]
         assert all(word in reason for word in expected), (item, reason)
-    # Everything else dropped is a non-utterance line, named by file:line.
+    # Everything else dropped is a non-utterance line, named by file:line, or a skipped junk file.
+    junk = set(truth["edge_cases"]["junk_files"])
     for item in set(drops) - set(truth["dropped"]):
-        assert item in truth["edge_cases"]["non_utterance_lines"] and drops[item]
-    # The utterance whose sentence wav is missing is kept (dialog wav channel).
-    assert set(truth["edge_cases"]["missing_sentence_wavs"]) <= {row["id"] for row in rows}
+        assert item in truth["edge_cases"]["non_utterance_lines"] or item in junk, item
+    assert all("hidden file skipped" in drops[item] for item in junk)
+    # The utterance whose sentence wav is missing is kept (dialog wav channel), and says so.
+    missing_wavs = set(truth["edge_cases"]["missing_sentence_wavs"])
+    assert missing_wavs <= {row["id"] for row in rows}
+    for row in rows:
+        expected = f"dialog_wav_channel_{'LR'.index(row['side'])}" if row["id"] in missing_wavs else "sentence_wav"
+        assert row["audio_source"] == expected, row["id"]
+    summary = json.loads((out / "reorg.json").read_text(encoding="utf-8"))
+    assert sum(summary["audio_sources"].values()) == len(rows)
+    assert summary["audio_sources"]["sentence_wav"] == len(rows) - len(missing_wavs)
+    # Every line of the latin-1 transcript that is not UTF-8 is a warning naming file:line.
+    latin1 = set(truth["edge_cases"]["latin1_files"])
+    assert latin1 and summary["warnings"]
+    assert all(w["where"].rsplit(":", 1)[0] in latin1 and "latin-1" in w["warning"] for w in summary["warnings"])
 
 
 def test_mosei_keeps_and_drops_what_the_truth_says(demo_data):
@@ -210,7 +228,10 @@ def test_mosei_keeps_and_drops_what_the_truth_says(demo_data):
         assert item in drops and "no label row" in drops[item]
     for vid, stray in truth["edge_cases"]["unmatched_csd_rows"].items():
         assert f"{vid}[row {stray[0]['row']}]" in drops
-    assert len(drops) == len(truth["dropped"]) + len(truth["edge_cases"]["unmatched_csd_rows"])
+    junk = truth["edge_cases"].get("junk_files", [])
+    assert all("hidden file skipped" in drops[item] for item in junk)
+    assert len(drops) == len(truth["dropped"]) + len(truth["edge_cases"]["unmatched_csd_rows"]) + len(junk)
+    assert all(row["audio_source"] == "full_wav_channel_0" for row in rows.values())
 
     negative = truth["edge_cases"]["negative_start"]
     assert negative and all(rows[item]["start"] == 0.0 for item in negative)
@@ -618,3 +639,105 @@ def test_damaged_meta_and_leftover_temporaries_are_handled_on_rerun(demo_data, t
     assert "reused 143" in capsys.readouterr().out
     assert not leftover.exists()
     assert (out / "manifest.jsonl").read_bytes() == (demo_data.iemocap / "manifest.jsonl").read_bytes()
+
+
+# =====================================================================================================
+# 8. A truncated source video, a full disk, old manifests
+# =====================================================================================================
+
+def test_truncated_avi_keeps_its_decodable_part_and_every_other_split(demo_data, fresh_iemocap, tmp_path):
+    """The clips inside the part of the file that decodes are kept (the same bytes as from the intact
+    file), the rest of the dialog is dropped with one reason, and no other id changes its split."""
+    src, out = tmp_path / "IEMOCAP_full_release", tmp_path / "out"
+    shutil.copytree(demo_data.raw_iemocap, src)
+    avi = src / "Session1" / "dialog" / "avi" / "DivX" / f"{CORRUPT_DIALOG}.avi"
+    info = probe_video(avi)
+    avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    decodable = decodable_frames(avi)
+    run = cli("iemocap", src, out, *DEMO_SPLIT, "--jobs", "2", "--no-progress")
+    assert run.code == 0, run.err
+
+    before = {row["id"]: row for row in manifest(fresh_iemocap[0])}
+    rows = {row["id"]: row for row in manifest(out)}
+    in_dialog = {item for item in before if item.startswith(CORRUPT_DIALOG + "_")}
+    inside = {item for item in in_dialog
+              if frame_span(before[item]["start"], before[item]["end"], info)[1] <= decodable}
+    assert 0 < len(inside) < len(in_dialog)
+    assert set(rows) == set(before) - in_dialog | inside
+    assert all(rows[item] == before[item] for item in rows)   # clips, checksums and splits alike
+    reasons = {reason for item, reason in dropped(out).items() if item in in_dialog}
+    assert reasons == {f"{avi}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) of "
+                       f"the {info.num_frames} its header declares (truncated or damaged file); "
+                       "clips past that point are dropped"}
+    assert cli("verify", out).code == 0
+
+
+def test_full_disk_is_an_error_naming_the_file_and_loses_nothing(demo_data, tmp_path, monkeypatch):
+    out = copy_out(demo_data.iemocap, tmp_path / "iemocap")
+    before = (out / "manifest.jsonl").read_bytes()
+    real_write_text = Path.write_text
+
+    def write_text(path, *args, **kwargs):
+        if path.name.startswith(".manifest."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    run = cli("iemocap", demo_data.raw_iemocap, out, *DEMO_SPLIT, "--no-progress")
+    assert run.code == 2
+    assert run.err == f"data-reorg: error: no space left on device while writing {out / 'manifest.jsonl'}\n"
+    assert (out / "manifest.jsonl").read_bytes() == before
+    assert not [path for path in out.iterdir() if path.name.startswith(".")]
+
+
+def test_manifests_without_audio_source_still_load(demo_data, tmp_path):
+    """Manifests written before ``audio_source`` existed are read by stats, verify and the e2e loader."""
+    out = copy_out(demo_data.mosei, tmp_path / "old")
+    rows = manifest(out)
+    write_jsonl_atomic(out / "manifest.jsonl", [{k: v for k, v in row.items() if k != "audio_source"}
+                                                for row in rows])
+    assert cli("stats", out).code == 0 and cli("stats", out, "--json").code == 0
+    assert cli("verify", out).code == 0
+    assert len(load_manifest(out, "train")) == sum(row["split"] == "train" for row in rows)
+
+
+# =====================================================================================================
+# 9. Worker processes (--jobs): none outlives the run, a dead one is one clear error
+# =====================================================================================================
+
+def _start_run(demo_data, out: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    command = [sys.executable, "-m", "data_reorg.cli", "iemocap", str(demo_data.raw_iemocap), str(out),
+               *DEMO_SPLIT, "--jobs", "2", "--no-progress"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)
+def test_killing_a_run_leaves_no_worker_behind(demo_data, tmp_path, sig):
+    """Killed while its workers cut clips (ffmpeg running); a worker still importing its modules when
+    the parent dies follows as soon as its start-up is done. Ctrl-C (SIGINT) ends the run cleanly."""
+    process = _start_run(demo_data, tmp_path / "out", stderr=subprocess.PIPE)
+    try:
+        workers = wait_for_workers(process.pid, 2, busy=True)
+        os.kill(process.pid, sig)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert still_running(workers, within=5) == []
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "Traceback" not in err
+        assert "data-reorg: interrupted; finished clips are kept, rerun to resume" in err
+
+
+def test_a_worker_killed_by_a_signal_stops_the_run_with_one_clear_message(demo_data, tmp_path):
+    process = _start_run(demo_data, tmp_path / "out", stderr=subprocess.PIPE)
+    try:
+        victim = wait_for_workers(process.pid, 2)[0]
+        os.kill(victim, signal.SIGKILL)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 2, err
+    assert f"data-reorg: error: worker {victim} died (SIGKILL); rerun to resume" in err
+    assert "Traceback" not in err and "BrokenProcessPool" not in err
