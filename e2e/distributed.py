@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
+from e2e.config import ConfigError
+
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -45,11 +47,30 @@ def local_rank() -> int:
 
 
 def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:
-    """``auto`` → ``cuda:<gpu_index>`` (the local rank under torchrun) when CUDA is available, else
-    CPU; anything else as given."""
+    """The one device resolver of every command: ``auto`` → ``cuda:<gpu_index>`` (the local rank under
+    torchrun) when CUDA is available, else CPU; anything else as given.
+
+    A spec that is no device, or a CUDA device this machine does not have, is a :class:`ConfigError`
+    whose one line says what to use instead.
+    """
     if spec == "auto":
         spec = f"cuda:{gpu_index}" if torch.cuda.is_available() else "cpu"
-    return torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        _check_cuda(spec, device)
+    return device
+
+
+def _check_cuda(spec: str, device: torch.device) -> None:
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r}: CUDA is not available on this machine; use cpu or auto "
+                          f"(--device cpu, or --set train.device=cpu for e2e train)")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 def init_distributed(device: torch.device) -> DistContext:

@@ -6,6 +6,7 @@ Run as a script (``python -m torch.distributed.run ... tests/helpers_train.py RU
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import e2e  # noqa: F401  (compat shim first)
 import torch
@@ -15,9 +16,11 @@ from torch.utils.data import Dataset
 from e2e.batch import Batch, ModelOutput
 from e2e.config import ExperimentConfig, ModelConfig
 from e2e.models.registry import available_models, register_model
-from e2e.train import DataBundle, train
+from e2e.train import DataBundle, load_checkpoint, train
 
 MODEL_NAME = "tiny_test_model"
+PRETRAINED_TEXT_MODEL = "tiny_pretrained_text_model"  # TinyModel whose embedding is "pretrained"
+PRETRAINED_SEED = 1234  # the pretrained embedding: the same in every build, whatever the global seed
 CLASSES = {"iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
            "mosei": ["anger", "disgust", "fear", "happy", "sad", "surprise"]}
 SIZES = {"train": 48, "valid": 24, "test": 24}
@@ -53,8 +56,19 @@ def _per_utterance_mean(packed: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     return sums / lengths.unsqueeze(1)
 
 
+def pretrained_text_model(config: ModelConfig, class_names: list[str]) -> TinyModel:
+    """A TinyModel whose embedding comes from fixed "pretrained" values, like a text encoder loaded from
+    its files; its text head stays random."""
+    model = TinyModel(len(class_names))
+    weights = torch.randn(model.embedding.weight.shape, generator=torch.Generator().manual_seed(PRETRAINED_SEED))
+    with torch.no_grad():
+        model.embedding.weight.copy_(weights)
+    return model
+
+
 if MODEL_NAME not in available_models():  # the module may be imported twice (test file, script)
     register_model(MODEL_NAME)(lambda config, class_names: TinyModel(len(class_names)))
+    register_model(PRETRAINED_TEXT_MODEL)(pretrained_text_model)
 
 
 class SyntheticEmotions(Dataset):
@@ -125,14 +139,32 @@ def make_bundle(dataset: str = "iemocap") -> DataBundle:
                       skipped={split: {} for split in SIZES})
 
 
-def make_config(dataset: str = "iemocap", **train_overrides) -> ExperimentConfig:
-    config = ExperimentConfig(model=ModelConfig(name=MODEL_NAME))
+def make_config(dataset: str = "iemocap", model: str = MODEL_NAME, **train_overrides) -> ExperimentConfig:
+    config = ExperimentConfig(model=ModelConfig(name=model))
     config.data.dataset, config.data.batch_size = dataset, 8
     settings = {"epochs": 3, "lr": 0.05, "device": "cpu", "progress": False, "early_stop_patience": 0,
                 **train_overrides}
     for key, value in settings.items():
         setattr(config.train, key, value)
     return config
+
+
+def assert_same_state(run_dir: Path, reference_dir: Path) -> None:
+    """The two runs' last.pt hold the same model, optimizer, scheduler, early-stopping and RNG state."""
+    ours = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    theirs = load_checkpoint(reference_dir / "checkpoints" / "last.pt")
+    assert_same_model(ours, theirs)
+    for index, state in theirs["optimizer"]["state"].items():
+        assert all(torch.equal(ours["optimizer"]["state"][index][key], value) for key, value in state.items())
+    assert ours["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
+    assert ours["scheduler"] == theirs["scheduler"] and ours["progress"] == theirs["progress"]
+    assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
+
+
+def assert_same_model(ours: dict, theirs: dict) -> None:
+    assert ours["model"].keys() == theirs["model"].keys()
+    for name, tensor in theirs["model"].items():
+        assert torch.equal(ours["model"][name], tensor), name
 
 
 if __name__ == "__main__":

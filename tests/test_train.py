@@ -1,6 +1,8 @@
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,9 @@ import torch
 
 import e2e  # noqa: F401  (compat shim first)
 import helpers_train as helpers
+from e2e import distributed
 from e2e import train as train_module
+from e2e.config import ConfigError
 from e2e.train import DataBundle, build_optimizer, evaluate_checkpoint, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +73,15 @@ def test_checkpoint_loads_weights_only_with_full_state(straight_run):
     assert checkpoint["scheduler"]["last_epoch"] == 3
     assert checkpoint["config"]["model"]["name"] == helpers.MODEL_NAME
     assert len(checkpoint["thresholds"]) == 6
+    assert checkpoint["run_cwd"] == os.getcwd()
+
+
+def test_best_checkpoint_holds_only_what_eval_needs(straight_run):
+    run_dir, results = straight_run
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert set(best) == {"epoch", "model", "reloaded", "thresholds", "config", "class_names", "progress", "run_cwd"}
+    assert best["reloaded"] is None  # nothing frozen
+    assert (run_dir / "checkpoints" / "best.pt").stat().st_size < (run_dir / "checkpoints" / "last.pt").stat().st_size
 
 
 def test_resume_after_kill_matches_uninterrupted_run(straight_run, tmp_path):
@@ -83,7 +96,7 @@ def test_resume_after_kill_matches_uninterrupted_run(straight_run, tmp_path):
 
     train(helpers.make_config(**STRAIGHT), tmp_path, resume=True, datasets=bundle)
     assert (tmp_path / "results.json").read_text() == (straight_dir / "results.json").read_text()
-    assert_same_state(tmp_path, straight_dir)
+    helpers.assert_same_state(tmp_path, straight_dir)
 
 
 def test_resume_with_more_epochs_matches_longer_run(tmp_path):
@@ -92,19 +105,7 @@ def test_resume_with_more_epochs_matches_longer_run(tmp_path):
     train(helpers.make_config(epochs=2), tmp_path / "resumed", datasets=bundle)
     train(helpers.make_config(epochs=3), tmp_path / "resumed", resume=True, datasets=bundle)
     assert read_results(tmp_path / "resumed") == read_results(tmp_path / "straight")
-    assert_same_state(tmp_path / "resumed", tmp_path / "straight")
-
-
-def assert_same_state(run_dir: Path, reference_dir: Path) -> None:
-    ours = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    theirs = load_checkpoint(reference_dir / "checkpoints" / "last.pt")
-    for name, tensor in theirs["model"].items():
-        assert torch.equal(ours["model"][name], tensor), name
-    for index, state in theirs["optimizer"]["state"].items():
-        assert all(torch.equal(ours["optimizer"]["state"][index][key], value) for key, value in state.items())
-    assert ours["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
-    assert ours["scheduler"] == theirs["scheduler"] and ours["progress"] == theirs["progress"]
-    assert torch.equal(ours["rng"]["torch"], theirs["rng"]["torch"])
+    helpers.assert_same_state(tmp_path / "resumed", tmp_path / "straight")
 
 
 def test_evaluate_checkpoint_reuses_stored_thresholds(straight_run, monkeypatch):
@@ -149,6 +150,135 @@ def test_run_dir_is_not_overwritten_and_resume_needs_a_checkpoint(straight_run, 
         train(helpers.make_config(**STRAIGHT), run_dir, datasets=helpers.make_bundle())
     with pytest.raises(FileNotFoundError):
         train(helpers.make_config(), tmp_path, resume=True, datasets=helpers.make_bundle())
+
+
+def test_resume_refuses_a_changed_config_naming_every_key(tmp_path):
+    bundle = helpers.make_bundle()
+    train(helpers.make_config(epochs=1), tmp_path, datasets=bundle)
+    before = (tmp_path / "config.yaml").read_text()
+    changed = helpers.make_config(epochs=1, lr=0.5, weight_decay=0.1)
+    with pytest.raises(ConfigError) as error:
+        train(changed, tmp_path, resume=True, datasets=bundle)
+    message = str(error.value)
+    assert "last.pt" in message and "train.lr 0.05 -> 0.5" in message and "train.weight_decay 0.0 -> 0.1" in message
+    assert "train.epochs" in message  # the allowed keys are listed too
+    assert (tmp_path / "config.yaml").read_text() == before
+    train(helpers.make_config(epochs=1, scheduler="cosine"), tmp_path / "cosine", datasets=bundle)
+    with pytest.raises(ConfigError, match="train.epochs 1 -> 2: the epochs cannot change on resume under"):
+        train(helpers.make_config(epochs=2, scheduler="cosine"), tmp_path / "cosine", resume=True, datasets=bundle)
+    train(helpers.make_config(epochs=2), tmp_path, resume=True, datasets=bundle)
+    with pytest.raises(ConfigError, match="below the 2 epochs"):
+        train(helpers.make_config(epochs=1), tmp_path, resume=True, datasets=bundle)
+
+
+def test_resume_applies_a_new_patience(tmp_path):
+    """lr 0: no improvement after epoch 1; patience 1 stops after epoch 2, patience 0 trains on."""
+    bundle = helpers.make_bundle()
+    stopped = train(helpers.make_config(epochs=4, lr=0.0, early_stop_patience=1), tmp_path, datasets=bundle)
+    assert (stopped["epochs_completed"], stopped["stopped_early"]) == (2, True)
+    again = train(helpers.make_config(epochs=4, lr=0.0, early_stop_patience=0), tmp_path, resume=True, datasets=bundle)
+    assert (again["epochs_completed"], again["stopped_early"], again["best_epoch"]) == (4, False, 1)
+    assert again["config"]["train"]["early_stop_patience"] == 0
+    assert "early_stop_patience: 0" in (tmp_path / "config.yaml").read_text()
+
+
+def test_keep_last_false_keeps_only_best(tmp_path):
+    bundle = helpers.make_bundle()
+    results = train(helpers.make_config(epochs=2, keep_last=False), tmp_path, datasets=bundle)
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"best.pt"}
+    assert same_numbers(evaluate_checkpoint(tmp_path / "checkpoints" / "best.pt", datasets=bundle), results["test"])
+    assert train(helpers.make_config(epochs=2, keep_last=False), tmp_path, resume=True, datasets=bundle) \
+        == read_results(tmp_path)
+    with pytest.raises(ValueError, match="cannot train further"):
+        train(helpers.make_config(epochs=3, keep_last=False), tmp_path, resume=True, datasets=bundle)
+    with pytest.raises(FileExistsError, match="best.pt"):
+        train(helpers.make_config(epochs=2), tmp_path, datasets=bundle)
+
+
+def test_resume_with_keep_last_false_deletes_last_at_the_end(straight_run, tmp_path):
+    straight_dir, _ = straight_run
+    shutil.copytree(straight_dir, tmp_path / "run")
+    train(helpers.make_config(**STRAIGHT, keep_last=False), tmp_path / "run", resume=True,
+          datasets=helpers.make_bundle())
+    assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} == {"best.pt"}
+    assert read_results(tmp_path / "run")["test"] == read_results(straight_dir)["test"]
+
+
+def test_stale_best_that_cannot_be_rebuilt_is_an_error(tmp_path):
+    bundle = helpers.make_bundle()
+    train(helpers.make_config(epochs=2, lr=0.0), tmp_path, datasets=bundle)  # best epoch 1, last epoch 2
+    (tmp_path / "checkpoints" / "best.pt").unlink()
+    with pytest.raises(ValueError, match="best.pt is missing or unreadable.*names epoch 1"):
+        train(helpers.make_config(epochs=2, lr=0.0), tmp_path, resume=True, datasets=bundle)
+
+
+def test_frozen_pretrained_text_is_not_stored_and_reloads(tmp_path, monkeypatch):
+    """text_lr_factor 0 freezes the text part: the "pretrained" embedding is left out of both checkpoints
+    (rebuilt and verified on load), the random frozen text head is stored, neither has optimizer state."""
+    bundle = helpers.make_bundle()
+    config = helpers.make_config(model=helpers.PRETRAINED_TEXT_MODEL, epochs=2, text_lr_factor=0.0)
+    results = train(config, tmp_path, datasets=bundle)
+    for name in ("best.pt", "last.pt"):
+        raw = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert "embedding.weight" not in raw["model"] and "text_head.weight" in raw["model"]
+        assert raw["reloaded"]["names"] == ["embedding.weight"]
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    initial = helpers.pretrained_text_model(None, helpers.CLASSES["iemocap"])
+    assert torch.equal(last["model"]["embedding.weight"], initial.embedding.weight)
+    assert len(last["optimizer"]["state"]) == 2  # media_head weight and bias only
+    best = tmp_path / "checkpoints" / "best.pt"
+    assert same_numbers(evaluate_checkpoint(best, datasets=bundle), results["test"])
+
+    shorter = helpers.make_config(model=helpers.PRETRAINED_TEXT_MODEL, epochs=1, text_lr_factor=0.0)
+    train(shorter, tmp_path / "resumed", datasets=bundle)
+    train(config, tmp_path / "resumed", resume=True, datasets=bundle)
+    helpers.assert_same_state(tmp_path / "resumed", tmp_path)
+    monkeypatch.setattr(helpers, "PRETRAINED_SEED", 99)  # other "pretrained files" than at training time
+    with pytest.raises(ValueError, match="best.pt: the frozen weights"):
+        load_checkpoint(best)
+
+
+def test_eval_resolves_the_data_dir_against_the_run_directory(straight_run, tmp_path, monkeypatch):
+    run_dir, results = straight_run
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    checkpoint["config"]["data"]["data_dir"] = "corpus"
+    checkpoint["run_cwd"] = str(tmp_path / "made_here")
+    torch.save(checkpoint, tmp_path / "best.pt")
+    seen = []
+    monkeypatch.setattr(train_module, "build_datasets", lambda config: seen.append(config.data.data_dir)
+                        or helpers.make_bundle())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"made_here/corpus does not exist here; pass --data-dir"):
+        evaluate_checkpoint(tmp_path / "best.pt")
+    (tmp_path / "made_here" / "corpus").mkdir(parents=True)
+    assert same_numbers(evaluate_checkpoint(tmp_path / "best.pt"), results["test"])
+    assert seen == [str(tmp_path / "made_here" / "corpus")]
+
+
+def test_cuda_without_a_gpu_is_one_clear_error(straight_run, monkeypatch, capsys):
+    from e2e.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available on this machine; use cpu or auto"):
+        distributed.resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="'gpu' is not a device"):
+        distributed.resolve_device("gpu")
+    assert distributed.resolve_device("auto") == torch.device("cpu")
+    best = straight_run[0] / "checkpoints" / "best.pt"
+    assert main(["eval", "--ckpt", str(best), "--device", "cuda"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["e2e: error: device 'cuda': CUDA is not available on this machine; use cpu or auto "
+                     "(--device cpu, or --set train.device=cpu for e2e train)"]
+
+
+def test_one_line_per_epoch_on_stderr_unless_progress_is_off(tmp_path, capsys):
+    bundle = helpers.make_bundle()
+    train(helpers.make_config(epochs=2, progress=True), tmp_path / "shown", datasets=bundle)
+    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"epoch \d/2: ", line)]
+    assert len(lines) == 2
+    assert re.fullmatch(r"epoch 1/2: loss \d\.\d{4}, valid acc \d\.\d{4}, f1 \d\.\d{4} \(best\)", lines[0])
+    train(helpers.make_config(epochs=2), tmp_path / "quiet", datasets=bundle)
+    assert capsys.readouterr().err == ""
 
 
 def test_text_parameters_get_the_text_lr():
