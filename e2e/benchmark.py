@@ -18,6 +18,7 @@ score and whether it beats the majority baseline).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -129,8 +130,10 @@ def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:
         if model_inputs(model["name"]) == "features":
             features.add((data["data_dir"], model["text_model"], data["img_interval_ms"], model["text_max_length"]))
     for data_dir, interval in sorted(caches):
+        print(f"face/mel cache of {data_dir} (every {interval} ms)", file=sys.stderr, flush=True)
         preprocess(data_dir, interval, jobs=workers, progress=False)
     for data_dir, text_model, interval, max_length in sorted(features):
+        print(f"feature cache of {data_dir} ({text_model}, every {interval} ms)", file=sys.stderr, flush=True)
         extract_features(data_dir, text_model, interval, max_length, progress=False)
 
 

@@ -21,7 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
+from data_reorg.io import DiskFullError
 from data_reorg.media import MediaError
+from data_reorg.workers import WorkerDied
 from e2e.config import ConfigError
 
 
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args) or 0
-    except (ConfigError, MediaError, FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+    except (ConfigError, MediaError, DiskFullError, WorkerDied, FileNotFoundError, FileExistsError, ValueError,
+            KeyError) as error:
         print(f"e2e: error: {error}", file=sys.stderr)
         return 2
 
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--start", type=float, default=None, help="seconds into VIDEO")
     predict.add_argument("--end", type=float, default=None, help="seconds into VIDEO")
     predict.add_argument("--audio", type=Path, default=None,
-                         help="audio file on the video's timeline (default: the video's own audio track)")
+                         help="audio file on the video's timeline (default: the video's own audio track; for a "
+                              "clip DATA/video/<id>.mp4 of a reorganized folder without one, DATA/audio/<id>.wav)")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(handler=_predict)
 
@@ -196,8 +200,15 @@ def _sweep_missing(args: argparse.Namespace) -> int:
 def _preprocess(args: argparse.Namespace) -> int:
     from e2e.preprocess import preprocess
 
-    return _print_cache_summary(preprocess(args.data_dir, args.img_interval_ms, args.jobs, args.device,
+    return _print_cache_summary(preprocess(args.data_dir, args.img_interval_ms, args.jobs, _device(args.device),
                                            not args.no_progress))
+
+
+def _device(spec: str) -> str:
+    """``spec`` checked by the one device resolver before any data or model is loaded."""
+    from e2e.distributed import resolve_device
+
+    return str(resolve_device(spec))
 
 
 def _print_cache_summary(summary) -> int:
@@ -213,7 +224,7 @@ def _features(args: argparse.Namespace) -> int:
     from e2e.feature_cache import extract_features
 
     return _print_cache_summary(extract_features(args.data_dir, args.text_model, args.img_interval_ms,
-                                                 args.text_max_length, not args.no_progress, args.device))
+                                                 args.text_max_length, not args.no_progress, _device(args.device)))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -231,7 +242,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from e2e.train import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.ckpt, args.split, args.data_dir, device=args.device)
+    metrics = evaluate_checkpoint(args.ckpt, args.split, args.data_dir, device=_device(args.device))
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -245,10 +256,20 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from e2e.tables import load_results, results_table
+    from e2e.tables import results_table
 
-    print(results_table(load_results(args.run_dirs), args.split))
+    print(results_table(_finished_runs(args.run_dirs, args.split), args.split))
     return 0
+
+
+def _finished_runs(paths: list[Path], split: str = "test") -> list[dict]:
+    """The finished runs' results among ``paths``; every other path is named on stderr with the reason."""
+    from e2e.tables import load_results
+
+    results, notes = load_results(paths, split)
+    for note in notes:
+        print(f"e2e: skipped {note}", file=sys.stderr)
+    return results
 
 
 def _flops(args: argparse.Namespace) -> int:
@@ -300,9 +321,9 @@ def _sweep_modalities(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from e2e.report import report
+    from e2e.report import write_report
 
-    print(report(args.run_dirs, args.out))
+    print(write_report(_finished_runs(args.run_dirs), args.out))
     return 0
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from data_reorg.io import atomic_path, write_text_atomic
-from e2e.tables import load_results
 
 AVERAGE = "avg"
 CSV_COLUMNS = ("dataset", "model", "modalities", "top_p", "runs", "class", "metric", "mean", "std")
@@ -37,17 +36,12 @@ def group_key(result: dict) -> tuple:
     return (result["dataset"], result["model"], result["config"]["model"]["modalities"], result.get("top_p"))
 
 
-def report(run_dirs: list[Path], out: Path | None = None) -> str:
-    """Aggregate the runs' test metrics; writes ``report.md`` and ``report.csv`` into ``out`` if given.
-
-    Raises FileNotFoundError for a run without results.json and ValueError for a run that never
-    finished an epoch (no test metrics).
-    """
-    return write_report(load_results(run_dirs), out)
-
-
 def write_report(results: list[dict], out: Path | None = None) -> str:
-    """:func:`report` on loaded results (each a results.json dict with a ``run`` name)."""
+    """Aggregate loaded results' test metrics (each a results.json dict with a ``run`` name, e.g. from
+    :func:`e2e.tables.load_results`); writes ``report.md`` and ``report.csv`` into ``out`` if given.
+
+    Raises ValueError for a run that never finished an epoch (no test metrics).
+    """
     for result in results:
         if not result.get("test"):
             raise ValueError(f"{result['run']}: results.json holds no test metrics (no finished epoch)")

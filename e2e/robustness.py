@@ -15,6 +15,7 @@ Outputs: ``OUT/missing.csv`` (one row per run, mode and rate) and ``OUT/missing.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +24,7 @@ import torch
 
 from e2e.benchmark import plan_benchmark, train_plan
 from e2e.metrics import main_metrics
-from e2e.sweep import metric_values, write_csv
+from e2e.sweep import announce, metric_values, write_csv
 
 MODES = ("elements", "modalities")
 
@@ -41,7 +42,8 @@ def sweep_missing(data_dir: Path, models: Sequence[str], seeds: Sequence[int], c
     plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
     train_plan(plan, out, jobs)
     rows = []
-    for model, seed, job in plan.runs:
+    for index, (model, seed, job) in enumerate(plan.runs, 1):
+        announce(replace(job, step=f"{index}/{len(plan.runs)}"), f"test under missing inputs ({', '.join(modes)})")
         checkpoint = Path(job.run_dir) / "checkpoints" / "best.pt"
         rows += [dict(model=model, seed=seed, run=job.name, **row)
                  for row in evaluate_missing(checkpoint, rates, modes)]

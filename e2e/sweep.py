@@ -6,26 +6,24 @@ Every sweep point is a job with its own run directory ``OUT/<name>/`` trained by
 the same points can be dispatched elsewhere (a cluster) and collected here afterwards. A point with
 ``results.json`` is skipped, one with only ``checkpoints/last.pt`` is resumed, so rerunning a killed
 sweep finishes it. ``jobs > 1`` trains points in parallel "spawn" worker processes that share the
-machine's cores.
+machine's cores. Each job names itself on stderr when it starts: ``[3/12] mesm tav top_p=0.5 seed 1
+on iemocap -> OUT/mesm-p0.5-s1: training``.
 """
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from data_reorg.io import atomic_path, write_text_atomic
+from data_reorg.workers import worker_pool
 from e2e.config import ExperimentConfig, config_from_dict, load_config
 from e2e.metrics import main_metrics
 from e2e.report import format_mean_std, mean_std
-
-logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("acc", "f1", "wacc", "precision", "recall", "auc", "multiclass_acc", "weighted_f1")
 MODALITY_SUBSETS = ("t", "a", "v", "ta", "tv", "av", "tav")  # the rows of the paper's Table 5
@@ -33,12 +31,14 @@ MODALITY_SUBSETS = ("t", "a", "v", "ta", "tv", "av", "tav")  # the rows of the p
 
 @dataclass(frozen=True)
 class Job:
-    """One sweep point. ``flops_utterances``: None = no FLOPs measurement, else passed to measure_flops."""
+    """One sweep point. ``flops_utterances``: None = no FLOPs measurement, else passed to measure_flops;
+    ``step``: its place in the job list being run (``"3/12"``), set by :func:`run_jobs`."""
 
     name: str
     config: dict
     run_dir: str
     flops_utterances: int | None = None
+    step: str = ""
 
 
 def parse_values(text: str) -> list[float]:
@@ -64,12 +64,12 @@ def run_jobs(job_list: list[Job], out: Path, jobs: int = 1, list_name: str = "jo
     ``max(1, cores // jobs)`` torch threads so parallel points do not oversubscribe the CPU.
     """
     out.mkdir(parents=True, exist_ok=True)
+    job_list = [replace(job, step=f"{index}/{len(job_list)}") for index, job in enumerate(job_list, 1)]
     write_text_atomic(out / list_name, json.dumps([asdict(job) for job in job_list], indent=2) + "\n")
     if jobs <= 1:
         return {job.name: run_job(job) for job in job_list}
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    with worker_pool(jobs, _init_worker, (threads,)) as pool:
         futures = {job.name: pool.submit(run_job, job) for job in job_list}
         return {name: future.result() for name, future in futures.items()}
 
@@ -81,16 +81,30 @@ def run_job(job: Job) -> dict:
     run_dir = Path(job.run_dir)
     results_path = run_dir / "results.json"
     if results_path.is_file():
-        logger.info("%s: finished, skipped", job.name)
+        announce(job, "finished, reused")
         results = json.loads(results_path.read_text(encoding="utf-8"))
         _check_same_config(job, results["config"])
     else:
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        logger.info("%s: %s", job.name, "resuming" if resume else "training")
+        announce(job, "resuming" if resume else "training")
         results = train(config_from_dict(job.config, job.name), run_dir, resume=resume)
     if job.flops_utterances is not None:
         results["flops"] = _flops(job, run_dir)
     return results
+
+
+def announce(job: Job, action: str) -> None:
+    """One stderr line naming the point ``job`` trains and what happens to it now."""
+    step = f"[{job.step}] " if job.step else ""
+    print(f"{step}{describe(job.config)} -> {job.run_dir}: {action}", file=sys.stderr, flush=True)
+
+
+def describe(config: dict) -> str:
+    """The point a config trains, e.g. ``mesm tav top_p=0.5 seed 1 on iemocap``."""
+    model = config["model"]
+    top_p = f" top_p={model['top_p']:g}" if "mesm" in model["name"] else ""
+    return (f"{model['name']} {model['modalities']}{top_p} seed {config['train']['seed']} "
+            f"on {config['data']['dataset']}")
 
 
 def _init_worker(threads: int) -> None:
@@ -124,6 +138,10 @@ def _flops(job: Job, run_dir: Path) -> dict:
 
 
 def make_job(out: Path, name: str, config: ExperimentConfig, flops_utterances: int | None = None) -> Job:
+    """The job training ``config`` in ``OUT/<name>``; its device is checked now, before anything runs."""
+    from e2e.distributed import resolve_device
+
+    resolve_device(config.train.device)
     return Job(name, config.to_dict(), str(out / name), flops_utterances)
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,65 @@ def test_round_trip_through_dict():
     from e2e.config import config_from_dict
     assert config_from_dict(config.to_dict()) == config
     assert isinstance(config, ExperimentConfig)
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as the string "1e-3"; files and --set values must read a float."""
+    path = tmp_path / "lr.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-5\nmodel:\n  aux_weight: 2e0\n")
+    config = load_config(path)
+    assert (config.train.lr, config.train.weight_decay, config.model.aux_weight) == (1e-3, 5e-5, 2.0)
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+    assert load_config(None, ["train.grad_clip=+1e1"]).train.grad_clip == 10.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=0", "train.epochs must be > 0, got 0"),
+    ("train.lr=-1e-3", "train.lr must be >= 0, got -0.001"),
+    ("train.lr=.nan", "train.lr must be >= 0, got nan"),
+    ("train.grad_clip=.inf", "train.grad_clip must be >= 0, got inf"),
+    ("train.early_stop_patience=-1", "train.early_stop_patience must be >= 0"),
+    ("train.seed=-1", "train.seed must be in [0, 4294967295]"),
+    ("data.batch_size=0", "data.batch_size must be > 0"),
+    ("data.img_interval_ms=-500", "data.img_interval_ms must be > 0"),
+    ("model.dropout=1.5", r"model.dropout must be in [0, 1], got 1.5"),
+    ("model.top_p=0", r"model.top_p must be in (0, 1], got 0.0"),
+    ("model.top_p=1.01", r"model.top_p must be in (0, 1]"),
+    ("model.train_missing_rate=-0.1", r"model.train_missing_rate must be in [0, 1]"),
+    ("train.epochs=true", "train.epochs must be int, got True"),
+    ("train.lr=true", "train.lr must be float, got True"),
+    ("model.cnn_weights=3", "model.cnn_weights must be str or None, got 3"),
+    ("to_dict.x=1", "unknown config section 'to_dict'"),
+    ("data.data_dir=[1", "not valid YAML"),
+])
+def test_out_of_range_or_mistyped_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(f"--set {override}: ") + ".*" + re.escape(message)):
+        load_config(None, [override])
+
+
+def test_out_of_range_value_in_a_file_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: -5e-5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: train\.lr must be >= 0, got -5e-05"):
+        load_config(path)
+
+
+def test_broken_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: [1\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML at line \d"):
+        load_config(path)
+    path.write_text("- train\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: must be a mapping of sections"):
+        load_config(path)
+
+
+def test_every_bounded_field_accepts_its_default():
+    from e2e.config import check_value
+
+    config = ExperimentConfig()
+    for section_field in dataclasses.fields(config):
+        section = getattr(config, section_field.name)
+        for key_field in dataclasses.fields(section):
+            default = getattr(section, key_field.name)
+            assert check_value(section, section_field.name, key_field.name, default, "defaults") == default

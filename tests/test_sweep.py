@@ -1,4 +1,4 @@
-"""Sweeps (top-p, modality subsets) and the mean±std report.
+"""Sweeps (top-p, modality subsets); the mean±std report of their runs.
 
 The slow tests train on a small subset of the demo corpus (1 epoch, few frames) to stay within the
 suite's budget; they check the sweep mechanics (rows, resumability, FLOPs ordering), not accuracy.
@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from data_reorg.io import read_jsonl
-from e2e.report import report
-from e2e.sweep import parse_values, sweep_modalities, sweep_top_p
+from e2e.report import write_report
+from e2e.config import load_config
+from e2e.sweep import make_job, parse_values, run_jobs, sweep_modalities, sweep_top_p
+from e2e.tables import load_results
 
 DEMO_MESM = Path("configs/demo/mesm.yaml")
 SUBSET = {"train": 24, "valid": 12, "test": 12}  # utterances per split of the tiny corpus
-IEMOCAP = ["ang", "exc", "fru", "hap", "neu", "sad"]
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -43,41 +44,16 @@ def test_parse_values_rejects_bad_input(text):
         parse_values(text)
 
 
-def _fake_run(run_dir: Path, model: str, seed: int, acc: float, f1: float, top_p: float | None = None) -> Path:
-    per_class = {name: {"acc": acc, "f1": f1 + 0.01 * i} for i, name in enumerate(IEMOCAP)}
-    test = {"acc": acc, "f1": f1 + 0.025, "multiclass_acc": 0.5, "weighted_f1": 0.4, "per_class": per_class}
-    results = {"model": model, "dataset": "iemocap", "main_metrics": ["acc", "f1"], "class_names": IEMOCAP,
-               "test": test, "config": {"model": {"modalities": "tav"}, "train": {"seed": seed}}}
-    if top_p is not None:
-        results["top_p"] = top_p
-    run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    return run_dir
-
-
-def test_report_aggregates_seeds_per_model(tmp_path):
-    runs = [_fake_run(tmp_path / "f0", "fe2e", 0, 0.80, 0.50), _fake_run(tmp_path / "f1", "fe2e", 1, 0.90, 0.60),
-            _fake_run(tmp_path / "m0", "mesm", 0, 0.70, 0.40, top_p=0.7)]
-    markdown = report(runs, tmp_path / "out")
-    lines = markdown.splitlines()
-    header = lines[2]
-    for name in IEMOCAP:
-        assert f"{name} Acc" in header and f"{name} F1" in header
-    assert "avg Acc" in header and "6-way Acc" in header
-    fe2e_row = next(line for line in lines if line.startswith("| fe2e"))
-    assert "| 2 |" in fe2e_row and "85.0±7.1" in fe2e_row  # mean and sample std of 0.80, 0.90
-    mesm_row = next(line for line in lines if line.startswith("| mesm"))
-    assert "| 0.7 | 1 |" in mesm_row and "70.0±0.0" in mesm_row
-    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8").strip() == markdown
-    rows = _read_csv(tmp_path / "out" / "report.csv")
-    avg_f1 = next(r for r in rows if r["model"] == "fe2e" and r["class"] == "avg" and r["metric"] == "f1")
-    assert float(avg_f1["mean"]) == pytest.approx(0.575) and avg_f1["runs"] == "2"
-    assert {r["class"] for r in rows} == {*IEMOCAP, "avg"}
-
-
-def test_report_names_an_unfinished_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing"):
-        report([tmp_path / "missing"])
+def test_each_job_is_named_when_it_starts(tmp_path, capsys):
+    jobs = [make_job(tmp_path, f"mesm-p{p:g}-s1", load_config(DEMO_MESM, [f"model.top_p={p}", "train.seed=1"]))
+            for p in (0.5, 1.0)]
+    for job in jobs:  # finished points: reused, not trained
+        Path(job.run_dir).mkdir()
+        (Path(job.run_dir) / "results.json").write_text(json.dumps({"config": job.config}), encoding="utf-8")
+    run_jobs(jobs, tmp_path)
+    assert capsys.readouterr().err.splitlines() == [
+        f"[1/2] mesm tav top_p=0.5 seed 1 on iemocap -> {tmp_path / 'mesm-p0.5-s1'}: finished, reused",
+        f"[2/2] mesm tav top_p=1 seed 1 on iemocap -> {tmp_path / 'mesm-p1-s1'}: finished, reused"]
 
 
 # --- sweeps on the demo corpus ---------------------------------------------------------------------
@@ -158,6 +134,6 @@ def test_modality_sweep_and_report(tiny_corpus, tmp_path):
     table = (out / "modalities.md").read_text(encoding="utf-8")
     assert sum(line.startswith("| mesm |") for line in table.splitlines()) == 7 and "±" in table
 
-    markdown = report(sorted(out.glob("*-tav-s0")), out)
+    markdown = write_report(load_results(sorted(out.glob("*-tav-s0")))[0], out)
     assert "ang Acc" in markdown and "avg F1" in markdown and "±" in markdown
     assert (out / "report.csv").is_file()

@@ -33,12 +33,9 @@ VISUAL_DIM = ONET_EMBEDDING_DIM + LANDMARK_DIM + len(GEOMETRY_DESCRIPTORS) + 2  
 
 def feature_dims(text_model: str) -> dict[str, int]:
     """Feature size per modality: the text model's hidden size, :data:`AUDIO_DIM`, :data:`VISUAL_DIM`."""
-    from transformers import AutoConfig
+    from e2e.features.text import TINY_BERT, TINY_BERT_HIDDEN, load_text_config
 
-    from e2e.features.text import TINY_BERT, TINY_BERT_HIDDEN, resolve_text_model
-
-    hidden = TINY_BERT_HIDDEN if text_model == TINY_BERT else AutoConfig.from_pretrained(
-        resolve_text_model(text_model)).hidden_size
+    hidden = TINY_BERT_HIDDEN if text_model == TINY_BERT else load_text_config(text_model).hidden_size
     return {"t": hidden, "a": AUDIO_DIM, "v": VISUAL_DIM}
 
 FRAME_HOP = 200  # 12.5 ms analysis hop; 8 hops make one 100 ms step
