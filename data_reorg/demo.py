@@ -5,9 +5,9 @@ utterance gets a hidden class (one of the six IEMOCAP classes), which decides th
 so that each modality alone can be learnt above chance:
 
 * visual: the face on screen while the utterance is spoken, drawn from a per-class pool of real LFW
-  faces (scikit-image) with a mild class-specific tint and lighting, animated with a pan/zoom jitter;
+  faces (scikit-image) with a class-specific colour tint and lighting, animated with a pan/zoom jitter;
 * audio: the voice, one speaker of pyannote's two-speaker sample dialogue resampled by a class-specific
-  speed/pitch factor;
+  speed/pitch factor and coloured by a class-specific resonance (a formant-like peak in the timbre);
 * text: class-specific phrases mixed with neutral filler taken from the same sample's transcript.
 
 The trees also hold the traps of the real formats (codes outside the six classes, XX ids, junk files,
@@ -41,7 +41,7 @@ from data_reorg.splits import load_split_lists
 
 log = logging.getLogger("data_reorg.demo")
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 CLASSES = IEMOCAP_CLASSES
 
 # --- visual cues -------------------------------------------------------------------------------------
@@ -50,23 +50,29 @@ LFW_UPSCALE = 5           # the 25 px LFW crops hold the face alone: 25 * 5 = FA
 LFW_PAD = 7               # replicated border around an LFW crop: context that face detectors need
 SPRITE_PX = (25 + 2 * LFW_PAD) * LFW_UPSCALE
 SKIN = (0.80, 0.90, 1.05)  # BGR gains that turn the grey LFW crops into a skin tone
-CLASS_TINT = {             # mild BGR gains times a brightness: the colour cue a small CNN picks up
-    "ang": ((0.88, 0.92, 1.12), 1.00),
-    "exc": ((0.85, 1.05, 1.12), 1.12),
-    "fru": ((1.10, 0.88, 1.02), 0.95),
-    "hap": ((0.92, 1.10, 1.00), 1.08),
+CLASS_TINT = {             # BGR gains times a brightness: the colour cue a small CNN picks up. The six
+    "ang": ((0.70, 0.70, 1.30), 1.00),   # final gains (SKIN * tint * light) are >= 0.39 apart pairwise
+    "exc": ((0.55, 1.20, 1.20), 1.10),   # (red, yellow, magenta, green, skin, dark blue), so a few CPU
+    "fru": ((1.35, 0.65, 1.15), 1.00),   # epochs separate them on any float kernels; MTCNN finds the
+    "hap": ((0.75, 1.30, 0.80), 1.00),   # tinted faces in >= 96 % of the sampled frames of every class.
     "neu": ((1.00, 1.00, 1.00), 1.00),
-    "sad": ((1.12, 1.00, 0.88), 0.85),
+    "sad": ((1.45, 1.00, 0.70), 0.80),
 }
 # MTCNN boxes (x1, y1, x2, y2) of the faces in the bundled photos.
 PHOTO_FACES = {"astronaut": (181, 62, 268, 172), "camera": (199, 119, 254, 192),
                "grace_hopper": (174, 120, 356, 340)}
 
 # --- audio and text cues -----------------------------------------------------------------------------
-# Speaker of pyannote's sample and speed/pitch factor per class; neighbouring factors alternate speakers.
-# Factors are ~18 % apart so a small mel CNN separates them within a few CPU epochs.
-VOICES = {"sad": ("Diane", 0.7), "neu": ("Sheila", 0.84), "fru": ("Diane", 1.0),
-          "ang": ("Sheila", 1.18), "hap": ("Diane", 1.4), "exc": ("Sheila", 1.65)}
+# Per class: speaker of pyannote's sample, speed/pitch factor, and the centre (Hz) of a +RESONANCE_DB
+# formant-like peak added to the timbre. Pitch alone is a weak cue: the two speakers sound alike (both
+# ~200 Hz F0, the same spectral centroid), a speaker's own intonation spreads F0 by +-15 %, and the
+# sample is telephone speech (nothing above ~3.5 kHz), so neighbouring factors overlap. The resonances
+# lie inside every class's band (<= 3.5 kHz * factor), >= 0.6 octave apart, and classes that are
+# neighbours in pitch are >= 1.2 octaves apart in resonance: each class has its own clearly different voice.
+VOICES = {"sad": ("Diane", 0.62, 700), "neu": ("Sheila", 0.76, 1630), "fru": ("Diane", 0.93, 300),
+          "ang": ("Sheila", 1.14, 2500), "hap": ("Diane", 1.4, 460), "exc": ("Sheila", 1.72, 1070)}
+RESONANCE_DB = 18.0
+RESONANCE_OCTAVES = 0.3    # standard deviation of the Gaussian peak on a log-frequency axis
 CLASS_PHRASES = {
     "ang": ("furious", "unacceptable", "this is outrageous", "I hate this", "get out of here", "ridiculous"),
     "exc": ("amazing", "incredible", "I can't wait", "this is fantastic", "unbelievable news", "awesome"),
@@ -382,16 +388,26 @@ def _write_video(path: Path, tracks: list[Track], num_frames: int, fps: float, f
 
 def _speech(voices: dict[str, np.ndarray], cls: str, num_samples: int,
             rng: np.random.Generator) -> np.ndarray:
-    """``num_samples`` of the class voice: a random stretch of its speaker, resampled by its factor."""
-    speaker, factor = VOICES[cls]
+    """``num_samples`` of the class voice: a random stretch of its speaker, resampled by its factor and
+    coloured by its resonance, peak-normalised times a random gain."""
+    speaker, factor, resonance = VOICES[cls]
     ratio = Fraction(factor).limit_denominator(50)
     source = voices[speaker]
     need = math.ceil(num_samples * ratio) + 64
     window = np.take(source, np.arange(need) + rng.integers(len(source)), mode="wrap")
     speech = resample_poly(window, ratio.denominator, ratio.numerator)[:num_samples]
-    speech = np.pad(speech, (0, num_samples - len(speech)))
+    speech = _resonate(np.pad(speech, (0, num_samples - len(speech))), resonance)
     fade = np.minimum(1, np.minimum(np.arange(num_samples), np.arange(num_samples)[::-1]) / 128)
-    return (speech * fade * rng.uniform(0.4, 0.8)).astype(np.float32)
+    peak = max(float(np.abs(speech).max()), 1e-6)
+    return (speech * fade * (rng.uniform(0.4, 0.8) / peak)).astype(np.float32)
+
+
+def _resonate(speech: np.ndarray, centre_hz: float) -> np.ndarray:
+    """``speech`` through a zero-phase filter whose gain (dB) is a Gaussian peak on log frequency."""
+    frequencies = np.fft.rfftfreq(len(speech), 1 / SAMPLE_RATE)
+    octaves = np.log2(np.maximum(frequencies, 1.0) / centre_hz)
+    gain_db = RESONANCE_DB * np.exp(-0.5 * (octaves / RESONANCE_OCTAVES) ** 2)
+    return np.fft.irfft(np.fft.rfft(speech) * 10 ** (gain_db / 20), len(speech))
 
 
 def _text(rng: np.random.Generator, cls: str, filler: list[str]) -> str:

@@ -7,6 +7,7 @@ together must do at least as well as the best single modality (allowing noise).
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -126,9 +127,15 @@ def test_predict_on_a_time_range_with_separate_audio(tav_checkpoint, demo_data, 
 
 def test_predict_errors_are_clear(tav_checkpoint, demo_iemocap_cache, tmp_path, capsys):
     ckpt = tav_checkpoint
-    silent_video = next((demo_iemocap_cache / "video").glob("*.mp4"))  # clips carry no audio track
+    clip = next((demo_iemocap_cache / "video").glob("*.mp4"))  # clips carry no audio track
+    silent_video = tmp_path / "silent.mp4"  # the same clip outside its reorganized folder: no wav to find
+    shutil.copyfile(clip, silent_video)
     assert main(["predict", "--ckpt", str(ckpt), str(silent_video), "--text", "hello"]) == 2
-    assert "cannot decode the audio track" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "silent.mp4" in error and "no audio stream" in error and "--audio" in error
+    assert main(["predict", "--ckpt", str(ckpt), str(clip), "--text", "hello"]) == 0  # finds audio/<id>.wav
+    assert f"audio from its reorganized clip {demo_iemocap_cache / 'audio' / (clip.stem + '.wav')}" in \
+        capsys.readouterr().out
     assert main(["predict", "--ckpt", str(ckpt), str(tmp_path / "missing.mp4"), "--text", "hi"]) == 2
     assert "missing.mp4" in capsys.readouterr().err
 
