@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python benchmarks/...` from a checkout
 
+from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
+
 RUNS = {"t": ("configs/demo/fe2e.yaml", "t"), "a": ("configs/demo/fe2e.yaml", "a"),
         "v": ("configs/demo/fe2e.yaml", "v"), "tav": ("configs/demo/fe2e.yaml", "tav"),
         "mesm": ("configs/demo/mesm.yaml", None)}
@@ -47,22 +49,6 @@ torch.set_num_threads(int(sys.argv[1]))
 from e2e.cli import main
 sys.exit(main(sys.argv[2:]))
 """
-
-
-def ensure_demo(root: Path, jobs: int) -> Path:
-    """``root/iemocap``, reorganized and preprocessed; built first when missing."""
-    corpus = root / "iemocap"
-    if not (corpus / "manifest.jsonl").is_file():
-        from data_reorg.cli import main as data_reorg
-
-        if data_reorg(["demo", str(root), "--no-progress"]) != 0:
-            raise SystemExit(f"data-reorg demo {root} failed")
-    from e2e.preprocess import preprocess
-
-    summary = preprocess(corpus, jobs=jobs, progress=False)
-    if summary.problems:
-        raise SystemExit(f"{len(summary.problems)} utterances could not be preprocessed")
-    return corpus
 
 
 def majority_accuracy(corpus: Path) -> float:
@@ -116,7 +102,9 @@ def main() -> None:
     unknown = sorted(set(runs) - set(RUNS))
     if unknown:
         parser.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
-    corpus = ensure_demo(args.data.resolve(), args.jobs)
+    corpus, problems = ensure_demo(args.data.resolve(), args.jobs)
+    if problems:
+        raise SystemExit(f"{problems} utterances could not be preprocessed")
     majority = majority_accuracy(corpus)
     plan = [(run, seed, threads) for run in runs for seed in args.seeds for threads in args.threads]
 

@@ -39,24 +39,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 from e2e import distributed  # noqa: E402
 from e2e.config import ExperimentConfig, load_config  # noqa: E402
 from e2e.train import DataBundle, build_datasets, build_optimizer, seed_everything, train_step  # noqa: E402
+from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
 
 MODELS = ("fe2e", "mesm")
-
-
-def ensure_demo(root: Path, jobs: int) -> Path:
-    """``root/iemocap``, reorganized and preprocessed; built first when missing."""
-    corpus = root / "iemocap"
-    if not (corpus / "manifest.jsonl").is_file():
-        from data_reorg.cli import main as data_reorg
-
-        if data_reorg(["demo", str(root), "--no-progress"]) != 0:
-            raise SystemExit(f"data-reorg demo {root} failed")
-    from e2e.preprocess import preprocess
-
-    summary = preprocess(corpus, jobs=jobs, progress=False)
-    if summary.problems:
-        print(f"warning: {len(summary.problems)} utterances could not be preprocessed", file=sys.stderr)
-    return corpus
 
 
 class Runner:
@@ -119,7 +104,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    corpus = ensure_demo(args.data.resolve(), args.jobs)
+    corpus, problems = ensure_demo(args.data.resolve(), args.jobs)
+    if problems:
+        print(f"warning: {problems} utterances could not be preprocessed", file=sys.stderr)
     device = distributed.resolve_device(args.device)
     overrides = [f"data.data_dir={corpus}", f"train.device={args.device}", "train.progress=false"]
     if args.paper_width:
