@@ -473,14 +473,19 @@ def test_rerun_recuts_exactly_the_missing_and_corrupt_clips(demo_data, fresh_iem
     assert cli("verify", out).code == 0
 
 
+def _finished_records(out: Path) -> list[Path]:
+    """The clips' finished records (``meta/<id>.json``); a kill may leave a hidden temporary beside them."""
+    return [path for path in (out / "meta").glob("*.json") if not path.name.startswith(".")]
+
+
 def _finishing(out: Path) -> bool:
     """Clips of the first dialog are being renamed into place and recorded."""
-    return len(list((out / "meta").glob("*.json"))) >= 3
+    return len(_finished_records(out)) >= 3
 
 
 def _encoding(out: Path) -> bool:
     """The first dialog (24 clips) is finished and ffmpeg is writing the second one's clips."""
-    return len(list((out / "meta").glob("*.json"))) >= 24 and len(list((out / "video").iterdir())) > 24
+    return len(_finished_records(out)) >= 24 and len(list((out / "video").iterdir())) > 24
 
 
 @pytest.mark.parametrize("kill_when", [_finishing, _encoding], ids=["finishing", "encoding"])
@@ -508,7 +513,7 @@ def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_p
 
     # Only complete files under their final names: each one is the uninterrupted run's file.
     leftovers = set()
-    finished = list((out / "meta").glob("*.json"))
+    finished = _finished_records(out)
     assert 3 <= len(finished) < len(baseline)
     for folder, kind in (("video", "video"), ("audio", "audio"), ("meta", None)):
         for path in (out / folder).iterdir() if (out / folder).is_dir() else ():
