@@ -26,10 +26,13 @@ $(STAMP): requirements/cpu.txt requirements/nodeps.txt setup.cfg pyproject.toml
 # Finished runs are reused and interrupted ones resumed, so a rerun only does what is missing.
 demo: $(STAMP)
 	$(BIN)/data-reorg demo $(DEMO_DIR)
-	$(BIN)/e2e benchmark --data $(DEMO_DIR)/iemocap --models all --seeds 0 --config-dir configs/demo \
+	$(BIN)/e2e benchmark --data-dir $(DEMO_DIR)/iemocap --models all --seeds 0 --config-dir configs/demo \
 		--knowledge-data $(DEMO_DIR)/mosei --set train.progress=false --out $(DEMO_DIR)/benchmark
 
+# ruff (lint + format, configured in pyproject.toml) first: a style slip fails in seconds, not after the suite.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 clean:

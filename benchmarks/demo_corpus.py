@@ -13,6 +13,6 @@ def ensure_demo(root: Path, jobs: int) -> tuple[Path, int]:
 
         if data_reorg(["demo", str(root), "--no-progress"]) != 0:
             raise SystemExit(f"data-reorg demo {root} failed")
-    from e2e.preprocess import preprocess
+    from e2e.data.preprocess import preprocess
 
     return corpus, len(preprocess(corpus, jobs=jobs, progress=False).problems)

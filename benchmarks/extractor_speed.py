@@ -3,12 +3,12 @@
 Only the visual and acoustic CNNs are measured (``model.cnns["v"]`` and ``model.cnns["a"]``, built by
 the real :class:`~e2e.models.fe2e.FE2E` and :class:`~e2e.models.mesm.MESM` constructors with a stub text
 encoder, so no text model is loaded). FE2E's CNN is the dense paper VGG (``MesmVGG``); MESM's is
-:class:`~e2e.models.sparse.SparseCNN`, which takes each frame's text CLS as its second argument.
+:class:`~e2e.models.layers.sparse.SparseCNN`, which takes each frame's text CLS as its second argument.
 Both run in training mode (BatchNorm batch statistics, as in the train loop), in float32 (no autocast,
 also on CUDA), on one packed batch:
 
 * ``--data DIR``: real face crops and log-mel chunks read from the feature cache (``*.npz``, see
-  :mod:`e2e.preprocess`) under DIR, e.g. ``build/demo/iemocap``, taken utterance by utterance in file
+  :mod:`e2e.data.preprocess`) under DIR, e.g. ``build/demo/iemocap``, taken utterance by utterance in file
   order until ``--faces`` crops and ``--chunks`` chunks are collected;
 * without it: random N(0, 1) tensors (the real inputs are normalised to about that scale), 8 utterances.
 
@@ -55,9 +55,8 @@ import e2e  # noqa: E402,F401  (the compat shim, before torchvision / spconv)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from e2e.config import ModelConfig  # noqa: E402
-from e2e.models.fe2e import FE2E  # noqa: E402
-from e2e.models.mesm import MESM  # noqa: E402
+from e2e.models.fe2e import FE2E, FE2EConfig  # noqa: E402
+from e2e.models.mesm import MESM, MESMConfig  # noqa: E402
 
 MODALITIES = ("v", "a")
 
@@ -71,13 +70,13 @@ class _TextStub(nn.Module):
 
 
 def build_extractors(name: str, args) -> nn.ModuleDict:
-    config = ModelConfig(name=name, modalities="tav", cnn="mesm_vgg", cnn_width=args.cnn_width,
-                         top_p=args.top_p, sparse_blocks=args.sparse_blocks, attention_mode=args.attention_mode)
     stub = _TextStub(args.text_dim)
     if name == "mesm":
+        config = MESMConfig(modalities="tav", cnn="mesm_vgg", cnn_width=args.cnn_width, top_p=args.top_p,
+                            sparse_blocks=args.sparse_blocks, attention_mode=args.attention_mode)
         model = MESM(config, 6, text_encoder=stub, backend=args.backend)
     else:
-        model = FE2E(config, 6, text_encoder=stub)
+        model = FE2E(FE2EConfig(modalities="tav", cnn="mesm_vgg", cnn_width=args.cnn_width), 6, text_encoder=stub)
     return model.cnns.to(args.device).train()
 
 
@@ -97,12 +96,12 @@ def cached_inputs(data: Path, args) -> dict[str, tuple[torch.Tensor, torch.Tenso
     """Real crops (normalised as in training) and log-mel chunks from the feature cache under ``data``."""
     import numpy as np
 
-    from e2e.data import normalise_faces
-    from e2e.features.audio import mel_chunks
+    from e2e.data.dataset import normalise_faces
+    from e2e.data.mel import mel_chunks
 
     files = sorted(data.rglob("*.npz"))
     if not files:
-        raise SystemExit(f"{data}: no cache files (*.npz); run `python -m e2e.preprocess {data}` first")
+        raise SystemExit(f"{data}: no cache files (*.npz); run `e2e preprocess {data}` first")
     wanted = {"v": args.faces, "a": args.chunks}
     parts: dict[str, list[torch.Tensor]] = {"v": [], "a": []}
     for path in files:

@@ -10,7 +10,7 @@ test's config (``configs/demo/fe2e.yaml`` with ``model.modalities``, or ``config
 ``train.seed``.
 
 The demo corpus is built when ``--data DIR`` has none (``data-reorg demo DIR``) and its face/mel cache is
-completed (``e2e.preprocess``). Finished cells (``OUT/<run>_s<seed>_t<threads>/results.json``) are reused,
+completed (``e2e.data.preprocess``). Finished cells (``OUT/<run>_s<seed>_t<threads>/results.json``) are reused,
 so an interrupted check resumes.
 
 Prints one JSON object: ``majority`` (test accuracy of the most frequent test class, as the tests

@@ -1,4 +1,4 @@
-"""Face crops per second of batched MTCNN vs one frame per call (``e2e.features.faces.FaceCropper.crops``).
+"""Face crops per second of batched MTCNN vs one frame per call (``e2e.data.faces.FaceCropper.crops``).
 
 Frames imitate one speaker's half of an IEMOCAP frame: 480 rows x 360 columns, a photograph scaled to
 about ``--subject-width`` px wide and pasted centred on a noisy grey background, with a small random
@@ -38,7 +38,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from e2e.features.faces import FaceCropper  # noqa: E402
+from e2e.data.faces import FaceCropper  # noqa: E402
 
 HALF_H, HALF_W = 480, 360  # one speaker's half of an IEMOCAP frame
 

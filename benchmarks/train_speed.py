@@ -1,10 +1,10 @@
 """Training throughput of FE2E and MESM on the demo corpus: utterances per second of the train loop.
 
 The demo corpus is built when ``--data DIR`` has none (``data-reorg demo DIR``) and its feature cache
-is completed (``e2e.preprocess``; a no-op when the cache is complete). Each model is configured by
+is completed (``e2e.data.preprocess``; a no-op when the cache is complete). Each model is configured by
 ``configs/demo/<model>.yaml`` with ``data.data_dir = DIR/iemocap`` (``--paper-width``: ``cnn_width`` 1,
 the paper's channels, instead of the demo's 0.25) and built as the trainer builds it: the model
-registry, :func:`e2e.train.build_optimizer`, ``BCEWithLogitsLoss`` with the train split's
+registry, :func:`e2e.training.optim.build_optimizer`, ``BCEWithLogitsLoss`` with the train split's
 ``pos_weight``, bf16 autocast on CUDA. The loop is the trainer's train step (zero_grad, forward, loss +
 aux loss, backward, optional grad clipping, optimizer step) over a shuffled DataLoader of the train
 split; no evaluation. Both models see the same batch sequence.
@@ -36,9 +36,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from e2e import distributed  # noqa: E402
-from e2e.config import ExperimentConfig, load_config  # noqa: E402
-from e2e.train import DataBundle, build_datasets, build_optimizer, seed_everything, train_step  # noqa: E402
+from e2e.training import distributed  # noqa: E402
+from e2e.config import ExperimentConfig  # noqa: E402
+from e2e.data.bundle import DataBundle, build_datasets  # noqa: E402
+from e2e.models import load_config  # noqa: E402
+from e2e.training.optim import build_optimizer, seed_everything  # noqa: E402
+from e2e.training.trainer import train_step  # noqa: E402
 from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
 
 MODELS = ("fe2e", "mesm")
@@ -115,7 +118,7 @@ def main() -> None:
     fe2e, mesm = configs["fe2e"], configs["mesm"]
     if fe2e.data != mesm.data or fe2e.model.text_model != mesm.model.text_model:
         raise SystemExit("configs/demo/{fe2e,mesm}.yaml differ in their data settings or text model")
-    data = build_datasets(configs["fe2e"])  # same split, cache and tokenizer for both models
+    data = build_datasets(configs["fe2e"], "raw")  # same split, cache and tokenizer for both models
     runners = {name: Runner(configs[name], data, device) for name in MODELS}
 
     for _ in range(args.warmup):

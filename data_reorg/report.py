@@ -12,6 +12,7 @@ from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, SPLITS
 from data_reorg.io import read_jsonl
 from data_reorg.media import MediaError, SAMPLE_RATE, probe_video
 from data_reorg.pipeline import clip_problems
+from data_reorg.tables import markdown_table
 
 
 def class_names(rows: list[dict]) -> tuple[str, ...]:
@@ -47,14 +48,10 @@ def split_statistics(rows: list[dict]) -> dict:
 def format_statistics(stats: dict, dropped: list[dict]) -> str:
     names = list(stats["all"]["classes"])
     header = ["split", "utts", "hours", "mean s"] + names
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for split, entry in stats.items():
-        cells = [split, entry["utterances"], f"{entry['hours']:.3f}", f"{entry['mean_seconds']:.2f}"]
-        cells += [entry["classes"][name] for name in names]
-        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    rows = [[split, entry["utterances"], f"{entry['hours']:.3f}", f"{entry['mean_seconds']:.2f}",
+             *(entry["classes"][name] for name in names)] for split, entry in stats.items()]
     reasons = Counter(_reason_kind(row["reason"]) for row in dropped)
-    lines.append("")
-    lines.append(f"dropped: {len(dropped)}")
+    lines = [markdown_table(header, rows), "", f"dropped: {len(dropped)}"]
     lines += [f"  {count:6d}  {reason}" for reason, count in reasons.most_common()]
     return "\n".join(lines)
 

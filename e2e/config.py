@@ -1,9 +1,16 @@
-"""Experiment configuration: dataclasses loaded from YAML, overridden by ``--set section.key=value``.
+"""Experiment configuration: dataclasses built from layered YAML files and ``--set section.key=value``.
 
 No global flags: everything a run depends on is in one :class:`ExperimentConfig`, saved with every
-checkpoint. Unknown keys, values of the wrong type and values outside a field's declared range are
-errors that name the key. A field declares its range once, in its metadata (:func:`bounded` and its
-shorthands); :func:`check_value` applies it to any dataclass section.
+checkpoint. Its ``model`` section is the chosen model's own options class (a :class:`ModelConfig`
+subclass registered with the model, holding its paper's defaults); this module does not know the
+models, so :func:`build_config` takes the lookup ``model name -> options class`` as an argument
+(:func:`e2e.models.load_config` passes the registry's).
+
+Layers: defaults <- ``base:`` file(s) named by a config file (e.g. a dataset's shared settings) <- the
+file <- ``--set``. Unknown keys, values of the wrong type, values outside a ``Literal`` field's choices
+and values outside a field's declared range are errors naming the layer (file or ``--set``), the key,
+the value and what is allowed, raised while loading. A field declares its range once, in its metadata
+(:func:`bounded` and its shorthands); :func:`check_value` applies it to any dataclass section.
 
 Files and ``--set`` values are read with :class:`ConfigLoader`: YAML 1.1 as PyYAML reads it, except
 that ``1e-3`` is the float 0.001 (YAML 1.2) rather than the string "1e-3".
@@ -17,13 +24,31 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, Sequence
 
 import yaml
 
 
-class ConfigError(ValueError):
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the shipped configs/ of this checkout
+
+
+class UsageError(ValueError):
+    """Something the user asked for cannot be done as asked (a config value, a path, an argument, the
+    state of a run folder). The command line prints it as ``e2e: error: ...`` without a traceback;
+    any other exception is a bug and keeps its traceback."""
+
+
+class ConfigError(UsageError):
     """A config file or override names a key that does not exist, or a value of the wrong type or range."""
+
+
+def resolve_config_path(path: Path) -> Path:
+    """``path`` as given when it exists, else a relative path taken from the project root (the folder
+    holding ``configs/``), so ``configs/demo/mesm.yaml`` works from any directory."""
+    if path.exists() or path.is_absolute():
+        return path
+    from_repo = REPO_CONFIGS.parent / path
+    return from_repo if from_repo.exists() else path
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -84,12 +109,23 @@ def fraction(default: float):
     return bounded(default, 0, 1)
 
 
+Modalities = Literal["t", "a", "v", "ta", "tv", "av", "tav"]  # text, audio, visual, in this order
+MODALITIES = "tav"
+
+
+def parse_modalities(spec: str) -> tuple[str, ...]:
+    """``"tav"``, ``"ta"``, ... -> the modalities in canonical order; rejects unknown or repeated letters."""
+    if not spec or set(spec) - set(MODALITIES) or len(set(spec)) != len(spec):
+        raise UsageError(f"modalities must be a non-empty subset of {MODALITIES!r} without repeats, got {spec!r}")
+    return tuple(m for m in MODALITIES if m in spec)
+
+
 @dataclass
 class DataConfig:
     data_dir: str = ""
-    dataset: str = "iemocap"  # iemocap (single-label, 6 classes) | mosei (multi-label, 6 emotions)
+    dataset: Literal["iemocap", "mosei"] = "iemocap"  # iemocap: single-label, 6 classes; mosei: multi-label
     img_interval_ms: int = positive(500)  # one face crop every img_interval_ms, from the clip start
-    audio_features: str = "log_mel"  # log_mel (recommended) | power (faithful to the official code)
+    audio_features: Literal["log_mel", "power"] = "log_mel"  # power = the official code's raw mel power
     max_frames: int = non_negative(0)  # 0 = keep all sampled frames of an utterance
     max_chunks: int = non_negative(0)  # 0 = keep all 400 ms mel chunks
     batch_size: int = positive(8)
@@ -98,27 +134,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """What every model has. Each model declares a subclass with its paper's defaults (its options)."""
+
     name: str = "fe2e"
-    modalities: str = "tav"  # any non-empty subset of t (text), a (audio), v (visual)
+    modalities: Modalities = "tav"
     text_model: str = "albert-base-v2"  # HF id or local folder; "minilm" = the offline MiniLM package
     text_max_length: int = positive(100)
-    text_random_init: bool = False  # build the text encoder from its config without pretrained weights
-    cnn: str = "mesm_vgg"  # mesm_vgg (paper) | vgg11 | vgg11_bn (torchvision)
-    cnn_weights: str | None = None  # torchvision weights name for vgg11/vgg11_bn, e.g. "DEFAULT"
-    cnn_width: float = positive(1.0)  # channel multiplier of mesm_vgg (1 = the paper; 0.25 for CPU demos)
-    d_model: int = positive(64)
-    temporal_layers: int = positive(4)
-    temporal_heads: int = positive(4)
-    temporal_ffn: int = positive(2048)
     dropout: float = fraction(0.1)
-    positional_encoding: bool = True
-    # MESM only
-    top_p: float = bounded(0.7, 0, 1, low_open=True)  # fraction of attention mass kept
-    sparse_blocks: int = positive(3)
-    attention_mode: str = "trainable"  # trainable | faithful
-    # two-stage feature models (inputs="features"): d_model, temporal_* and dropout size their encoders
-    aux_weight: float = non_negative(0.1)  # weight of a model's own auxiliary losses (MISA, FDMER, MICA, ConKI, CARAT, TFR-Net)
-    train_missing_rate: float = fraction(0.0)  # TFR-Net: fraction of feature frames masked at random while training
 
 
 @dataclass
@@ -127,7 +149,7 @@ class TrainConfig:
     lr: float = non_negative(5e-5)
     text_lr_factor: float = non_negative(0.1)  # text encoder (and text head) lr = lr * text_lr_factor
     weight_decay: float = non_negative(0.0)
-    scheduler: str = "none"  # none | cosine
+    scheduler: Literal["none", "cosine"] = "none"
     grad_clip: float = non_negative(0.0)  # 0 = no clipping
     early_stop_patience: int = non_negative(6)  # 0 = never stop early
     seed: int = bounded(0, 0, 2**32 - 1)  # numpy's seed range
@@ -151,46 +173,76 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def config_from_dict(values: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    config = ExperimentConfig()
-    if not isinstance(values or {}, dict):
-        raise ConfigError(f"{source}: must be a mapping of sections (data, model, train), got {values!r}")
-    for section_name, section_values in (values or {}).items():
-        section = _section(config, section_name, source)
-        if not isinstance(section_values, dict):
-            raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
-        for key, value in section_values.items():
-            _set_field(section, section_name, key, value, source)
-    return config
+ModelOptions = Callable[[str], type[ModelConfig]]  # model name -> its options class; ConfigError if unknown
+Layer = tuple[Any, str]  # (values {section: {key: value}}, where they came from)
+SECTIONS = ("data", "model", "train")
+_FIXED_SECTIONS = {"data": DataConfig, "train": TrainConfig}
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read ``path`` (YAML with sections data/model/train), then apply ``section.key=value`` overrides."""
-    values = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path)) if path else {}
-    config = config_from_dict(values, str(path or "defaults"))
-    for override in overrides:
-        apply_override(config, override)
-    return config
+def build_config(layers: Sequence[Layer], model_options: ModelOptions) -> ExperimentConfig:
+    """One config from ``layers``, later layers overriding earlier ones key by key.
+
+    Every value of every layer is checked against the field of the *final* model's options (so ``--set
+    model.name=...`` may change the model, and a bad value in a base file is reported even where a
+    later layer overrides it), naming the layer it came from."""
+    merged = _merge(layers)
+    names = merged["model"].get("name", [(ModelConfig.name, "defaults")])
+    sections = {"model": _model_section(*names[-1], model_options)}
+    sections.update({section: cls() for section, cls in _FIXED_SECTIONS.items()})
+    for section_name, values in merged.items():
+        section = sections[section_name]
+        for key, layered in values.items():
+            checked = [check_value(section, section_name, key, value, source) for value, source in layered]
+            setattr(section, key, checked[-1])
+    return ExperimentConfig(**sections)
 
 
-def apply_override(config: ExperimentConfig, override: str) -> None:
+def load_config(path: str | Path | None, overrides: Sequence[str], model_options: ModelOptions) -> ExperimentConfig:
+    """``path`` (YAML with sections data/model/train, layered over its ``base:`` files) then overrides."""
+    layers = read_layers(Path(path)) if path else []
+    return build_config([*layers, *(parse_override(override) for override in overrides)], model_options)
+
+
+def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[Layer]:
+    """``path``'s values, preceded by the layers of the file(s) its ``base:`` key names (relative to it)."""
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: base files form a cycle ({' -> '.join(map(str, (*seen, resolved)))})")
+    values = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(values, dict):
+        return [(values, str(path))]
+    bases = values.pop("base", [])
+    layers: list[Layer] = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base must be a file name or a list of them, got {bases!r}")
+        layers += read_layers(path.parent / base, (*seen, resolved))
+    return [*layers, (values, str(path))]
+
+
+def parse_override(override: str) -> Layer:
+    """``section.key=value`` -> a layer holding that one value (parsed as YAML)."""
     dotted, sep, raw = override.partition("=")
     section_name, dot, key = dotted.strip().partition(".")
     if not sep or not dot:
         raise ConfigError(f"override {override!r} must look like section.key=value")
     source = f"--set {override}"
-    _set_field(_section(config, section_name, source), section_name, key, parse_yaml(raw, source), source)
+    return {section_name: {key.strip(): parse_yaml(raw, source)}}, source
 
 
 def check_value(section: Any, section_name: str, key: str, value: Any, source: str) -> Any:
-    """``value`` for field ``key`` of the dataclass ``section``: of the field's annotated type (an int
-    is accepted for a float field and becomes a float; a bool is never a number) and within the
-    field's :class:`Bounds` if it declares them. Raises ConfigError naming ``source`` and the key."""
+    """``value`` for field ``key`` of the dataclass ``section``: one of a ``Literal`` field's choices, or
+    of the field's annotated type (an int is accepted for a float field and becomes a float; a bool is
+    never a number) and within the field's :class:`Bounds` if it declares them. Raises ConfigError
+    naming ``source`` and the key."""
     fields = {f.name: f for f in dataclasses.fields(section)}
     if key not in fields:
         raise ConfigError(f"{source}: unknown config key {section_name}.{key!r}; "
                           f"known keys: {', '.join(sorted(fields))}")
-    allowed = _annotated_types(type(section), key)
+    annotation = typing.get_type_hints(type(section))[key]
+    if typing.get_origin(annotation) is Literal:
+        return _check_choice(typing.get_args(annotation), f"{source}: {section_name}.{key}", value)
+    allowed = _annotated_types(annotation)
     if type(value) is int and float in allowed and int not in allowed:
         value = float(value)
     if type(value) not in allowed:
@@ -203,20 +255,41 @@ def check_value(section: Any, section_name: str, key: str, value: Any, source: s
     return value
 
 
-def _section(config: ExperimentConfig, name: str, source: str) -> Any:
-    sections = [f.name for f in dataclasses.fields(config)]
-    if name not in sections:
-        raise ConfigError(f"{source}: unknown config section {name!r}; known sections: {', '.join(sections)}")
-    return getattr(config, name)
+def _check_choice(choices: tuple, what: str, value: Any) -> Any:
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        raise ConfigError(f"{what} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
 
 
-def _set_field(section: Any, section_name: str, key: str, value: Any, source: str) -> None:
-    setattr(section, key, check_value(section, section_name, key, value, source))
+def _merge(layers: Sequence[Layer]) -> dict[str, dict[str, list[tuple[Any, str]]]]:
+    """Per section and key, every ``(value, source)`` the layers give, in layer order."""
+    merged: dict[str, dict[str, list[tuple[Any, str]]]] = {section: {} for section in SECTIONS}
+    for values, source in layers:
+        if not isinstance(values or {}, dict):
+            raise ConfigError(f"{source}: must be a mapping of sections (data, model, train), got {values!r}")
+        for section_name, section_values in (values or {}).items():
+            if section_name not in SECTIONS:
+                raise ConfigError(f"{source}: unknown config section {section_name!r}; "
+                                  f"known sections: {', '.join(SECTIONS)}")
+            if not isinstance(section_values, dict):
+                raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
+            for key, value in section_values.items():
+                merged[section_name].setdefault(key, []).append((value, source))
+    return merged
 
 
-def _annotated_types(cls: type, key: str) -> tuple[type, ...]:
-    """The types field ``key`` of dataclass ``cls`` admits: ``(str, NoneType)`` for ``str | None``."""
-    annotation = typing.get_type_hints(cls)[key]
+def _model_section(name: Any, source: str, model_options: ModelOptions) -> ModelConfig:
+    try:
+        options = model_options(name) if isinstance(name, str) else None
+    except ConfigError as error:
+        raise ConfigError(f"{source}: model.name: {error}") from None
+    if options is None:
+        raise ConfigError(f"{source}: model.name must be str, got {name!r}")
+    return options()
+
+
+def _annotated_types(annotation: Any) -> tuple[type, ...]:
+    """The types an annotation admits: ``(str, NoneType)`` for ``str | None``."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return typing.get_args(annotation)
     return (annotation,)

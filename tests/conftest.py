@@ -33,7 +33,7 @@ def demo_data(tmp_path_factory) -> DemoData:
 @pytest.fixture(scope="session")
 def demo_iemocap_cache(demo_data) -> Path:
     """The reorganized demo IEMOCAP folder with its face/mel cache built (``e2e preprocess``)."""
-    from e2e.preprocess import preprocess
+    from e2e.data.preprocess import preprocess
 
     summary = preprocess(demo_data.iemocap, jobs=2, progress=False)
     assert summary.problems == []
@@ -43,7 +43,7 @@ def demo_iemocap_cache(demo_data) -> Path:
 @pytest.fixture(scope="session")
 def demo_iemocap_features(demo_iemocap_cache) -> Path:
     """The demo IEMOCAP folder with its two-stage feature cache (``e2e features``, as the demo configs set it)."""
-    from e2e.feature_cache import extract_features
+    from e2e.data.feature_cache import extract_features
 
     summary = extract_features(demo_iemocap_cache, "minilm", 500, 32, progress=False)
     assert summary.problems == []

@@ -19,16 +19,33 @@ With one modality there is nothing to reconstruct from: the reconstruction term 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.losses import supervised_contrastive
+from e2e.config import non_negative
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.losses import supervised_contrastive
+from e2e.models.layers.sequence import SequenceEncoder, SequenceModelConfig, mlp, modality_dims, padded_features
 from e2e.models.registry import register_model
-from e2e.models.sequence import SequenceEncoder, mlp, modality_dims, padded_features
 
-CONTRASTIVE_WEIGHT, RECONSTRUCTION_WEIGHT = 1.0, 1.0
+
+@dataclass
+class CARATConfig(SequenceModelConfig):
+    """CARAT's options. The shared ones mean:
+
+    * ``d_model``: width of the encoded sequences and of every label-wise embedding;
+    * ``temporal_layers``: layers of each modality's transformer encoder;
+    * ``temporal_heads``: heads of those encoders, of the label queries' attention and of the label
+      correlation layer;
+    * ``temporal_ffn``: FFN width of the encoders and of the label correlation layer.
+    """
+
+    name: str = "carat"
+    aux_weight: float = non_negative(0.1)  # weight of the weighted sum of the two auxiliary losses
+    contrastive_weight: float = non_negative(1.0)  # label-wise supervised contrastive loss
+    reconstruction_weight: float = non_negative(1.0)  # MSE of the reconstructed label-wise embeddings
 
 
 def same_label_shuffle(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -43,11 +60,11 @@ def same_label_shuffle(labels: torch.Tensor, generator: torch.Generator | None =
 
 
 class CARAT(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: CARATConfig, num_classes: int):
         super().__init__()
         dims = modality_dims(config)
         d = config.d_model
-        self.aux_weight = config.aux_weight
+        self.config = config
         self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
         self.label_queries = nn.Parameter(torch.randn(num_classes, d) * 0.02)
         self.label_attention = nn.ModuleDict({m: nn.MultiheadAttention(d, config.temporal_heads, batch_first=True)
@@ -78,14 +95,14 @@ class CARAT(nn.Module):
         fused = torch.stack([*embeddings.values(), *reconstructed.values()]).mean(0)
         correlated = self.correlation(fused)
         logits = (correlated * self.classifier_weight).sum(-1) + self.classifier_bias
-        aux = self.aux_weight * self.losses(embeddings, reconstructed, batch.labels) if self.training else None
+        aux = self.config.aux_weight * self.losses(embeddings, reconstructed, batch.labels) if self.training else None
         return ModelOutput(logits, aux_loss=aux)
 
     def losses(self, embeddings: dict, reconstructed: dict, labels: torch.Tensor) -> torch.Tensor:
         contrastive = label_wise_contrastive(torch.stack(list(embeddings.values())), labels)
         reconstruction = sum((nn.functional.mse_loss(reconstructed[m], embeddings[m]) for m in reconstructed),
                              torch.tensor(0.0))
-        return CONTRASTIVE_WEIGHT * contrastive + RECONSTRUCTION_WEIGHT * reconstruction
+        return self.config.contrastive_weight * contrastive + self.config.reconstruction_weight * reconstruction
 
 
 def label_wise_contrastive(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -101,6 +118,6 @@ def label_wise_contrastive(embeddings: torch.Tensor, labels: torch.Tensor) -> to
     return torch.stack(losses).mean()
 
 
-@register_model("carat", inputs="features")
-def build_carat(config: ModelConfig, class_names: list[str]) -> CARAT:
+@register_model("carat", options=CARATConfig, inputs="features")
+def build_carat(config: CARATConfig, class_names: list[str]) -> CARAT:
     return CARAT(config, len(class_names))

@@ -12,7 +12,7 @@ classifies them. The adapters live under ``adapters`` so they can be pretrained 
    rest from scratch, and everything is fine-tuned (``e2e benchmark --knowledge-data`` does both).
 
 Hierarchical contrastive loss (training only, times ``aux_weight``), each term a supervised
-contrastive loss (:func:`e2e.models.losses.supervised_contrastive`) over a set of views:
+contrastive loss (:func:`e2e.models.layers.losses.supervised_contrastive`) over a set of views:
 
 * knowledge level: for each modality, ``pan_m`` and ``knowledge_m`` of the same utterance are
   *negatives* (their cosine similarity is penalised), so the adapter adds knowledge the pan encoder
@@ -23,28 +23,47 @@ contrastive loss (:func:`e2e.models.losses.supervised_contrastive`) over a set o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.losses import label_positives, supervised_contrastive
+from e2e.config import non_negative, positive
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.losses import label_positives, supervised_contrastive
+from e2e.models.layers.sequence import (
+    SequenceEncoder,
+    SequenceModelConfig,
+    masked_mean,
+    mlp,
+    modality_dims,
+    padded_features,
+)
 from e2e.models.registry import register_model
-from e2e.models.sequence import SequenceEncoder, masked_mean, mlp, modality_dims, padded_features
 
-ADAPTER_REDUCTION = 4
-ADAPTER_LAYERS = 2
-KNOWLEDGE_WEIGHT, MODALITY_WEIGHT, SAMPLE_WEIGHT = 1.0, 1.0, 1.0
+
+@dataclass
+class ConKIConfig(SequenceModelConfig):
+    """ConKI's options. The shared ones (``d_model``, ``temporal_*``) size each modality's pan-knowledge
+    transformer encoder; ``d_model`` is also the adapters' width."""
+
+    name: str = "conki"
+    aux_weight: float = non_negative(0.1)  # weight of the hierarchical contrastive loss
+    adapter_reduction: int = positive(4)  # an adapter layer's bottleneck is d_model // adapter_reduction wide
+    adapter_layers: int = positive(2)  # residual bottleneck layers per knowledge adapter
+    knowledge_weight: float = non_negative(1.0)  # knowledge level: pan_m vs knowledge_m (negatives)
+    modality_weight: float = non_negative(1.0)  # modality level: one utterance's knowledge_m (positives)
+    sample_weight: float = non_negative(1.0)  # sample level: fused vectors of same-label utterances
 
 
 class Adapter(nn.Module):
     """Residual bottleneck adapter layers (down-projection, ReLU, up-projection, LayerNorm)."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, reduction: int, layers: int):
         super().__init__()
-        hidden = max(1, d_model // ADAPTER_REDUCTION)
+        hidden = max(1, d_model // reduction)
         self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, d_model))
-                                    for _ in range(ADAPTER_LAYERS))
+                                    for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
@@ -54,12 +73,13 @@ class Adapter(nn.Module):
 
 
 class ConKI(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: ConKIConfig, num_classes: int):
         super().__init__()
         dims = modality_dims(config)
-        self.aux_weight = config.aux_weight
+        self.config = config
         self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
-        self.adapters = nn.ModuleDict({m: Adapter(config.d_model) for m in dims})
+        self.adapters = nn.ModuleDict({m: Adapter(config.d_model, config.adapter_reduction, config.adapter_layers)
+                                       for m in dims})
         self.head = mlp(2 * len(dims) * config.d_model, config.d_model, num_classes, config.dropout)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -70,11 +90,18 @@ class ConKI(nn.Module):
             pan[modality] = masked_mean(states, padding)
             knowledge[modality] = masked_mean(self.adapters[modality](states), padding)
         fused = torch.cat([*pan.values(), *knowledge.values()], dim=1)
-        aux = self.aux_weight * hierarchical_contrastive(pan, knowledge, fused, batch.labels) if self.training else None
+        aux = self.auxiliary_loss(pan, knowledge, fused, batch.labels) if self.training else None
         return ModelOutput(self.head(fused), aux_loss=aux)
 
+    def auxiliary_loss(self, pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        knowledge_level, modality_level, sample_level = hierarchical_contrastive(pan, knowledge, fused, labels)
+        return self.config.aux_weight * (self.config.knowledge_weight * knowledge_level
+                                         + self.config.modality_weight * modality_level
+                                         + self.config.sample_weight * sample_level)
 
-def hierarchical_contrastive(pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+
+def hierarchical_contrastive(pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Knowledge-, modality- and sample-level contrastive terms (see the module docstring)."""
     knowledge_level = sum(nn.functional.cosine_similarity(pan[m], knowledge[m], dim=1).clamp(min=0).mean()
                           for m in pan) / len(pan)
@@ -82,9 +109,9 @@ def hierarchical_contrastive(pan: dict, knowledge: dict, fused: torch.Tensor, la
     utterance = torch.arange(len(fused), device=fused.device).repeat(len(knowledge))
     modality_level = supervised_contrastive(views, utterance[:, None] == utterance[None, :])
     sample_level = supervised_contrastive(fused, label_positives(labels))
-    return KNOWLEDGE_WEIGHT * knowledge_level + MODALITY_WEIGHT * modality_level + SAMPLE_WEIGHT * sample_level
+    return knowledge_level, modality_level, sample_level
 
 
-@register_model("conki", inputs="features")
-def build_conki(config: ModelConfig, class_names: list[str]) -> ConKI:
+@register_model("conki", options=ConKIConfig, inputs="features", pretrain_prefix="adapters.")
+def build_conki(config: ConKIConfig, class_names: list[str]) -> ConKI:
     return ConKI(config, len(class_names))

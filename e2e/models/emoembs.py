@@ -13,18 +13,28 @@ embedding to ``prototypes``); cosine rather than dot product keeps the scale in 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.encoders import LateFusion
+from e2e.config import positive
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.encoders import LateFusion
+from e2e.models.layers.sequence import PooledTransformer, SequenceModelConfig, encode_utterances, utterance_encoders
 from e2e.models.registry import register_model
-from e2e.models.sequence import PooledTransformer, encode_utterances, utterance_encoders
 
 EMOTION_WORDS = {"ang": "anger", "exc": "excitement", "fru": "frustration", "hap": "happiness",
                  "neu": "neutral", "sad": "sadness"}
-INITIAL_TEMPERATURE = 10.0
+
+
+@dataclass
+class EmoEmbsConfig(SequenceModelConfig):
+    """EmoEmbs' options. The shared ones (``d_model``, ``temporal_*``) size each modality's mean-pooled
+    transformer encoder, whose output is then projected into the text model's word space."""
+
+    name: str = "emoembs"
+    initial_temperature: float = positive(10.0)  # starting scale of the (learned) cosine-similarity scores
 
 
 def emotion_word(class_name: str) -> str:
@@ -35,7 +45,7 @@ def emotion_word(class_name: str) -> str:
 @torch.no_grad()
 def word_embeddings(words: list[str], text_model: str) -> torch.Tensor:
     """(len(words), hidden): mean last hidden state over each word's own tokens (special tokens excluded)."""
-    from e2e.features.text import load_text_encoder, load_tokenizer
+    from e2e.data.text import load_text_encoder, load_tokenizer
 
     tokenizer, encoder = load_tokenizer(text_model), load_text_encoder(text_model).eval()
     tokens = tokenizer(words, padding=True, return_tensors="pt", return_special_tokens_mask=True)
@@ -45,14 +55,14 @@ def word_embeddings(words: list[str], text_model: str) -> torch.Tensor:
 
 
 class EmoEmbs(nn.Module):
-    def __init__(self, config: ModelConfig, class_names: list[str], prototypes: torch.Tensor | None = None):
+    def __init__(self, config: EmoEmbsConfig, class_names: list[str], prototypes: torch.Tensor | None = None):
         super().__init__()
         if prototypes is None:
             prototypes = word_embeddings([emotion_word(name) for name in class_names], config.text_model)
         self.register_buffer("prototypes", prototypes.float())
         self.encoders = utterance_encoders(config, PooledTransformer)
         self.to_word_space = nn.ModuleDict({m: nn.Linear(config.d_model, prototypes.shape[1]) for m in self.encoders})
-        self.log_temperature = nn.Parameter(torch.tensor(INITIAL_TEMPERATURE).log())
+        self.log_temperature = nn.Parameter(torch.tensor(config.initial_temperature).log())
         self.fusion = LateFusion(len(self.encoders))
 
     def scores(self, embedded: torch.Tensor) -> torch.Tensor:
@@ -67,6 +77,6 @@ class EmoEmbs(nn.Module):
         return ModelOutput(logits, extras={"modality_logits": scores})
 
 
-@register_model("emoembs", inputs="features")
-def build_emoembs(config: ModelConfig, class_names: list[str]) -> EmoEmbs:
+@register_model("emoembs", options=EmoEmbsConfig, inputs="features")
+def build_emoembs(config: EmoEmbsConfig, class_names: list[str]) -> EmoEmbs:
     return EmoEmbs(config, class_names)

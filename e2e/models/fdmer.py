@@ -2,7 +2,7 @@
 Recognition"), on two-stage features.
 
 Per modality a transformer utterance encoder, then common (shared) and private representations as in
-MISA (:class:`~e2e.models.misa.SharedPrivate`). Constraints, all in training only:
+MISA (:class:`~e2e.models.layers.shared_private.SharedPrivate`). Constraints, all in training only:
 
 * consistency: the common representations of every modality pair agree (mean squared difference);
 * disparity: HSIC (Gaussian kernels) between every pair of private representations and between each
@@ -16,32 +16,48 @@ MISA (:class:`~e2e.models.misa.SharedPrivate`). Constraints, all in training onl
 Fusion: the 2M representations attend to each other (multi-head self-attention, a residual and a
 LayerNorm); adaptive per-sample weights (a softmax over a learned score of each attended
 representation, times 2M so that equal weights leave the tokens unchanged) scale them, and an MLP
-classifies their concatenation. With one modality the pairwise
-terms and the discriminator are absent. Each constraint weighs 0.1 (times ``aux_weight``): at 1.0 the
-constraints collapsed the common and private representations to constants before the classifier
-learned anything (measured on the synthetic batch of tests/test_feature_models.py).
+classifies their concatenation. With one modality the pairwise terms and the discriminator are absent.
+Each constraint weighs 0.1 by default (times ``aux_weight``): at 1.0 the constraints collapsed the
+common and private representations to constants before the classifier learned anything (measured on
+the synthetic batch of tests/test_feature_models.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.losses import hsic, reverse_gradient
-from e2e.models.misa import SharedPrivate
+from e2e.config import non_negative
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.losses import hsic, reverse_gradient
+from e2e.models.layers.sequence import PooledTransformer, SequenceModelConfig, mlp
+from e2e.models.layers.shared_private import SharedPrivate
 from e2e.models.registry import register_model
-from e2e.models.sequence import PooledTransformer, mlp
 
-CONSISTENCY_WEIGHT, DISPARITY_WEIGHT, ADVERSARIAL_WEIGHT, RECONSTRUCTION_WEIGHT = 0.1, 0.1, 0.1, 0.1
+
+@dataclass
+class FDMERConfig(SequenceModelConfig):
+    """FDMER's options. The shared ones mean:
+
+    * ``d_model``: width of the utterance vectors and of the common and private representations;
+    * ``temporal_layers``, ``temporal_ffn``: depth and FFN width of each modality's transformer encoder;
+    * ``temporal_heads``: heads of those encoders and of the fusion self-attention.
+    """
+
+    name: str = "fdmer"
+    aux_weight: float = non_negative(0.1)  # weight of the weighted sum of the four constraints
+    consistency_weight: float = non_negative(0.1)  # MSE between the common representations
+    disparity_weight: float = non_negative(0.1)  # HSIC between private pairs and private/common
+    adversarial_weight: float = non_negative(0.1)  # the modality discriminator's cross-entropy
+    reconstruction_weight: float = non_negative(0.1)  # MSE of the decoded common + private to the utterance
 
 
 class FDMER(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: FDMERConfig, num_classes: int):
         super().__init__()
-        d, self.aux_weight = config.d_model, config.aux_weight
+        d, self.config = config.d_model, config
         self.representations = SharedPrivate(config, PooledTransformer)
         self.modalities = list(self.representations.encoders)
         self.discriminator = mlp(d, d, len(self.modalities), config.dropout)
@@ -57,7 +73,7 @@ class FDMER(nn.Module):
         attended = self.norm(tokens + self.attention(tokens, tokens, tokens, need_weights=False)[0])
         weights = torch.softmax(self.weight_score(attended), dim=1)  # (B, 2M, 1) adaptive fusion weights
         logits = self.head((weights * attended.shape[1] * attended).flatten(1))
-        aux = self.aux_weight * self.losses(utterances, common, private) if self.training else None
+        aux = self.config.aux_weight * self.losses(utterances, common, private) if self.training else None
         return ModelOutput(logits, aux_loss=aux, extras={"fusion_weights": weights.squeeze(-1)})
 
     def losses(self, utterances: dict, common: dict, private: dict) -> torch.Tensor:
@@ -68,8 +84,9 @@ class FDMER(nn.Module):
         disparity = disparity + sum(hsic(private[m], common[m]) for m in self.modalities)
         reconstruction = sum(nn.functional.mse_loss(self.decoders[m](common[m] + private[m]), utterances[m])
                              for m in self.modalities)
-        return (CONSISTENCY_WEIGHT * consistency + DISPARITY_WEIGHT * disparity
-                + ADVERSARIAL_WEIGHT * self.adversarial_loss(common) + RECONSTRUCTION_WEIGHT * reconstruction)
+        return (self.config.consistency_weight * consistency + self.config.disparity_weight * disparity
+                + self.config.adversarial_weight * self.adversarial_loss(common)
+                + self.config.reconstruction_weight * reconstruction)
 
     def adversarial_loss(self, common: dict) -> torch.Tensor:
         """Cross-entropy of the modality discriminator on gradient-reversed common representations."""
@@ -80,6 +97,6 @@ class FDMER(nn.Module):
         return nn.functional.cross_entropy(self.discriminator(inputs), targets.to(inputs.device))
 
 
-@register_model("fdmer", inputs="features")
-def build_fdmer(config: ModelConfig, class_names: list[str]) -> FDMER:
+@register_model("fdmer", options=FDMERConfig, inputs="features")
+def build_fdmer(config: FDMERConfig, class_names: list[str]) -> FDMER:
     return FDMER(config, len(class_names))

@@ -6,11 +6,21 @@ modality vectors are concatenated and a two-layer MLP gives the logits.
 """
 from __future__ import annotations
 
-from e2e.config import ModelConfig
+from dataclasses import dataclass
+
+from e2e.models.layers.sequence import FeatureModelConfig, LateFusionClassifier, LSTMEncoder
 from e2e.models.registry import register_model
-from e2e.models.sequence import LateFusionClassifier, LSTMEncoder
 
 
-@register_model("lf_lstm", inputs="features")
-def build_lf_lstm(config: ModelConfig, class_names: list[str]) -> LateFusionClassifier:
+@dataclass
+class LFLSTMConfig(FeatureModelConfig):
+    """LF-LSTM's options. The shared ones mean: ``d_model``, the hidden size of each direction of a
+    modality's bidirectional LSTM and the width of its utterance vector and of the MLP; ``temporal_layers``,
+    the LSTM's layers (``dropout`` between them when there are several, and in the MLP)."""
+
+    name: str = "lf_lstm"
+
+
+@register_model("lf_lstm", options=LFLSTMConfig, inputs="features")
+def build_lf_lstm(config: LFLSTMConfig, class_names: list[str]) -> LateFusionClassifier:
     return LateFusionClassifier(config, len(class_names), LSTMEncoder)

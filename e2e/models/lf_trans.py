@@ -7,11 +7,20 @@ and few epochs it trains more stably, and it is padding-invariant by constructio
 """
 from __future__ import annotations
 
-from e2e.config import ModelConfig
+from dataclasses import dataclass
+
+from e2e.models.layers.sequence import LateFusionClassifier, PooledTransformer, SequenceModelConfig
 from e2e.models.registry import register_model
-from e2e.models.sequence import LateFusionClassifier, PooledTransformer
 
 
-@register_model("lf_trans", inputs="features")
-def build_lf_trans(config: ModelConfig, class_names: list[str]) -> LateFusionClassifier:
+@dataclass
+class LFTransConfig(SequenceModelConfig):
+    """LF-TRANS' options. The shared ones (``d_model``, ``temporal_*``) size each modality's transformer
+    encoder; ``d_model`` is also the width of the utterance vectors and of the MLP."""
+
+    name: str = "lf_trans"
+
+
+@register_model("lf_trans", options=LFTransConfig, inputs="features")
+def build_lf_trans(config: LFTransConfig, class_names: list[str]) -> LateFusionClassifier:
     return LateFusionClassifier(config, len(class_names), PooledTransformer)

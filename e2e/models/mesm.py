@@ -1,4 +1,4 @@
-"""MESM: FE2E whose visual and acoustic CNNs are :class:`~e2e.models.sparse.SparseCNN` (Dai et al., NAACL 2021).
+"""MESM: FE2E's network whose visual and acoustic CNNs are :class:`~e2e.models.layers.sparse.SparseCNN` (Dai et al., NAACL 2021).
 
 Each frame's sparse attention is queried by the text CLS of its own utterance, so text is required.
 ``extras`` adds, per frame modality, the sites every sparse block kept and its attention weights.
@@ -8,29 +8,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e2e.config import ModelConfig
-from e2e.models.cnn import INPUT_SHAPES
-from e2e.models.encoders import TextEncoder
-from e2e.models.fe2e import FE2E, parse_modalities
+from dataclasses import dataclass
+from typing import Literal
+
+from e2e.config import UsageError, bounded, parse_modalities, positive
+from e2e.models.layers.cnn import INPUT_SHAPES
+from e2e.models.layers.encoders import TextEncoder
+from e2e.models.layers.end_to_end import EndToEndConfig, EndToEndModel
+from e2e.models.layers.sparse import SparseCNN
 from e2e.models.registry import register_model
-from e2e.models.sparse import SparseCNN
 
 
-class MESM(FE2E):
+@dataclass
+class MESMConfig(EndToEndConfig):
+    name: str = "mesm"
+    top_p: float = bounded(0.7, 0, 1, low_open=True)  # fraction of attention mass kept per frame (IEMOCAP: 0.7)
+    sparse_blocks: int = positive(3)  # the last pooled VGG blocks made sparse (the paper: 3)
+    # trainable: kept features scaled by their attention so the scorer learns (official defect 2 fixed);
+    # faithful: select by attention only, as the official code does
+    attention_mode: Literal["trainable", "faithful"] = "trainable"
+
+
+class MESM(EndToEndModel):
     """``backend``: the sparse implementation, ``auto`` (spconv on CUDA where a CUDA build is installed,
-    else pure torch), ``spconv`` or ``torch``; see :func:`e2e.models.sparse.resolve_backend`."""
+    else pure torch), ``spconv`` or ``torch``; see :func:`e2e.models.layers.sparse.resolve_backend`."""
 
-    def __init__(self, config: ModelConfig, num_classes: int, text_encoder: TextEncoder | None = None,
+    def __init__(self, config: MESMConfig, num_classes: int, text_encoder: TextEncoder | None = None,
                  backend: str = "auto"):
         if "t" not in parse_modalities(config.modalities):
-            raise ValueError(f"MESM needs text in modalities (its sparse attention is queried by the text), "
+            raise UsageError(f"MESM needs text in modalities (its sparse attention is queried by the text), "
                              f"got {config.modalities!r}; use fe2e for {config.modalities!r}")
         if config.cnn != "mesm_vgg":
-            raise ValueError(f"MESM sparsifies the paper's VGG (cnn 'mesm_vgg'), got cnn {config.cnn!r}")
+            raise UsageError(f"MESM sparsifies the paper's VGG (cnn 'mesm_vgg'), got cnn {config.cnn!r}")
         self.sparse_backend = backend  # read by _build_cnn during FE2E.__init__
         super().__init__(config, num_classes, text_encoder)
 
-    def _build_cnn(self, modality: str, config: ModelConfig) -> tuple[nn.Module, int]:
+    def _build_cnn(self, modality: str, config: MESMConfig) -> tuple[nn.Module, int]:
         channels, height, width = INPUT_SHAPES[modality]
         cnn = SparseCNN(channels, self.text.hidden_size, config.top_p, config.sparse_blocks,
                         config.attention_mode, self.sparse_backend, config.cnn_width)
@@ -44,6 +57,6 @@ class MESM(FE2E):
         return output.features.flatten(1)
 
 
-@register_model("mesm")
-def build_mesm(config: ModelConfig, class_names: list[str]) -> MESM:
+@register_model("mesm", options=MESMConfig, sparse_traces=True)
+def build_mesm(config: MESMConfig, class_names: list[str]) -> MESM:
     return MESM(config, len(class_names))

@@ -4,16 +4,16 @@ Asynchronous Multimodal Sequence Fusion"; Modality-Invariant Crossmodal Attentio
 The paper keeps MulT's architecture and argues that a query from one modality and keys from another
 live in mismatched distributions, so the learnt cross-modal attention is unreliable; it aligns the
 *marginal* distributions of queries and keys and the *elements* with high-confidence correlations
-in the common query/key space. Here: :class:`~e2e.models.mult.MulT` with every cross-modal stack
-replaced by :class:`AlignedCrossModalTransformer`, which adds, at every layer ``l``:
+in the common query/key space. Here: MulT's network (:class:`~e2e.models.layers.crossmodal.MulT`) with
+every cross-modal stack replaced by :class:`AlignedCrossModalTransformer`, which adds, at every layer ``l``:
 
 * **merging gate**: ``g = sigmoid(W [x; u])`` (per element and channel, in (0, 1)) decides how much
   of the cross-modal update ``u = Attn(LN(x), LN(source))`` enters the target stream:
   ``x + dropout(g * u)`` instead of MulT's ``x + dropout(u)``, then the FFN as in MulT.
-* **marginal alignment**: squared MMD (:func:`e2e.models.losses.mmd`, biased estimate) between the
+* **marginal alignment**: squared MMD (:func:`e2e.models.layers.losses.mmd`, biased estimate) between the
   layer's projected queries ``W_q LN(x)`` of the valid target steps and projected keys
   ``W_k LN(source)`` of the valid source steps of the whole batch (heads concatenated; at most
-  :data:`MMD_TOKENS` random tokens of each side). Kernel: a sum of Gaussians
+  ``mmd_tokens`` random tokens of each side). Kernel: a sum of Gaussians
   ``exp(-|a - b|^2 / (s * h))`` for ``h`` in (0.5, 1, 2, 4), ``s`` the (detached) mean squared
   distance of the pooled tokens, so the loss cannot be lowered by merely shrinking the vectors.
 * **propagated element-level alignment** (from the second layer on; the paper's exact form is not
@@ -26,32 +26,42 @@ replaced by :class:`AlignedCrossModalTransformer`, which adds, at every layer ``
   attention row. Loss ``= sum_i c_i |u_l[i] - u_{l-1}[i]|^2 / d / sum_i c_i``: the correspondences the
   attention is sure about are propagated through depth; 0 when consecutive layers' updates agree.
 
-``aux_loss = aux_weight * sum over layers (MMD + ELEMENT_WEIGHT * element alignment)``, averaged over
+``aux_loss = aux_weight * sum over layers (MMD + element_weight * element alignment)``, averaged over
 the cross-modal directions; computed in training only (``None`` in eval). The self-attention memory
 transformers, read-out and output are MulT's.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from e2e.config import ModelConfig
-from e2e.models.losses import mmd
-from e2e.models.mult import CrossModalTransformer, MulT, PreLNBlock
+from e2e.config import non_negative, positive
+from e2e.models.layers.crossmodal import CrossModalConfig, CrossModalTransformer, MulT, PreLNBlock
+from e2e.models.layers.losses import mmd
 from e2e.models.registry import register_model
 
-MMD_TOKENS = 256
-ELEMENT_WEIGHT = 1.0
+
+@dataclass
+class MICAConfig(CrossModalConfig):
+    """MICA's options: those of MulT's network (see :class:`CrossModalConfig`; ``temporal_layers`` >= 2
+    for the element alignment, which is between layers, to exist) and its alignment losses."""
+
+    name: str = "mica"
+    aux_weight: float = non_negative(0.1)  # weight of the summed alignment losses, averaged over directions
+    mmd_tokens: int = positive(256)  # at most this many random queries and keys per side enter each MMD
+    element_weight: float = non_negative(1.0)  # element alignment relative to the MMD, per layer
 
 
 class AlignedCrossModalTransformer(CrossModalTransformer):
     """MulT's cross-modal stack with a merging gate per layer and, in training, the alignment losses."""
 
-    def __init__(self, d_model: int, config: ModelConfig):
+    def __init__(self, d_model: int, config: MICAConfig):
         super().__init__(d_model, config)
         self.gates = nn.ModuleList(nn.Linear(2 * d_model, d_model) for _ in self.blocks)
+        self.mmd_tokens, self.element_weight = config.mmd_tokens, config.element_weight
 
     def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
                 source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -65,18 +75,19 @@ class AlignedCrossModalTransformer(CrossModalTransformer):
             previous = update
         return self.norm(target), losses
 
-    @staticmethod
-    def alignment_losses(block: PreLNBlock, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
-                         source_padding: torch.Tensor, update: torch.Tensor, previous: torch.Tensor | None
-                         ) -> list[torch.Tensor]:
+    def alignment_losses(self, block: PreLNBlock, target: torch.Tensor, target_padding: torch.Tensor,
+                         source: torch.Tensor, source_padding: torch.Tensor, update: torch.Tensor,
+                         previous: torch.Tensor | None) -> list[torch.Tensor]:
         """This layer's MMD of queries and keys and, after the first layer, its element alignment."""
         queries, keys = queries_and_keys(block, target, source)
-        losses = [mmd(sample_tokens(queries, target_padding).float(), sample_tokens(keys, source_padding).float())]
+        losses = [mmd(sample_tokens(queries, target_padding, self.mmd_tokens).float(),
+                      sample_tokens(keys, source_padding, self.mmd_tokens).float())]
         if previous is not None:
             attention = attention_weights(queries.detach(), keys.detach(), source_padding,
                                           block.attention.num_heads)
             confidence = attention_confidence(attention, source_padding)
-            losses.append(ELEMENT_WEIGHT * element_alignment(update, previous.detach(), target_padding, confidence))
+            losses.append(self.element_weight * element_alignment(update, previous.detach(), target_padding,
+                                                                  confidence))
         return losses
 
 
@@ -96,7 +107,7 @@ def queries_and_keys(block: PreLNBlock, target: torch.Tensor, source: torch.Tens
     return queries, keys
 
 
-def sample_tokens(states: torch.Tensor, padding: torch.Tensor, limit: int = MMD_TOKENS) -> torch.Tensor:
+def sample_tokens(states: torch.Tensor, padding: torch.Tensor, limit: int) -> torch.Tensor:
     """The valid rows of ``states`` (N, d), at most ``limit`` of them drawn at random."""
     valid = states[~padding]
     if len(valid) <= limit:
@@ -137,7 +148,7 @@ def element_alignment(update: torch.Tensor, previous: torch.Tensor, padding: tor
 class MICA(MulT):
     crossmodal_class = AlignedCrossModalTransformer
 
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: MICAConfig, num_classes: int):
         super().__init__(config, num_classes)
         self.aux_weight = config.aux_weight
 
@@ -147,6 +158,6 @@ class MICA(MulT):
         return self.aux_weight * sum(losses) / len(self.crossmodal)
 
 
-@register_model("mica", inputs="features")
-def build_mica(config: ModelConfig, class_names: list[str]) -> MICA:
+@register_model("mica", options=MICAConfig, inputs="features")
+def build_mica(config: MICAConfig, class_names: list[str]) -> MICA:
     return MICA(config, len(class_names))

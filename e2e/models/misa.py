@@ -12,48 +12,47 @@ in the paper. Auxiliary losses:
 * reconstruction: a decoder per modality maps ``s_m + p_m`` back to ``u_m`` (MSE).
 
 Fusion: a transformer layer over the 2M representations as tokens, concatenated, then an MLP.
-The weights below follow the paper's defaults relative to each other; ``aux_weight`` scales the sum.
+The loss weights (:class:`MISAConfig`) follow the paper's defaults relative to each other;
+``aux_weight`` scales the sum.
 With one modality the pairwise similarity loss is absent.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.losses import cmd, difference_loss
+from e2e.config import non_negative
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.losses import cmd, difference_loss
+from e2e.models.layers.sequence import LSTMEncoder, SequenceModelConfig, mlp
+from e2e.models.layers.shared_private import SharedPrivate
 from e2e.models.registry import register_model
-from e2e.models.sequence import LSTMEncoder, encode_utterances, mlp, utterance_encoders
-
-SIMILARITY_WEIGHT, DIFFERENCE_WEIGHT, RECONSTRUCTION_WEIGHT = 1.0, 0.3, 1.0
 
 
-class SharedPrivate(nn.Module):
-    """Utterance encoders, the shared encoder and the private encoders (also used by FDMER)."""
+@dataclass
+class MISAConfig(SequenceModelConfig):
+    """MISA's options. The shared ones mean:
 
-    def __init__(self, config: ModelConfig, encoder_class: type[nn.Module] = LSTMEncoder):
-        super().__init__()
-        d = config.d_model
-        self.encoders = utterance_encoders(config, encoder_class)
-        self.shared = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
-        self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.encoders})
+    * ``d_model``: width of the utterance vectors ``u_m`` and of the shared and private representations;
+    * ``temporal_layers``: layers of each modality's bidirectional LSTM;
+    * ``temporal_heads``, ``temporal_ffn``: heads and FFN width of the one-layer fusion transformer.
+    """
 
-    def forward(self, batch: Batch) -> tuple[dict, dict, dict]:
-        """Utterance vectors, shared and private representations, each ``{m: (B, d)}``."""
-        utterances = encode_utterances(self.encoders, batch)
-        shared = {m: self.shared(u) for m, u in utterances.items()}
-        private = {m: self.private[m](u) for m, u in utterances.items()}
-        return utterances, shared, private
+    name: str = "misa"
+    aux_weight: float = non_negative(0.1)  # weight of the weighted sum of the three auxiliary losses
+    similarity_weight: float = non_negative(1.0)  # CMD between the shared representations
+    difference_weight: float = non_negative(0.3)  # soft orthogonality of shared/private and private pairs
+    reconstruction_weight: float = non_negative(1.0)  # MSE of the decoded s_m + p_m to u_m
 
 
 class MISA(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: MISAConfig, num_classes: int):
         super().__init__()
-        d, self.aux_weight = config.d_model, config.aux_weight
-        self.representations = SharedPrivate(config)
+        d, self.config = config.d_model, config
+        self.representations = SharedPrivate(config, LSTMEncoder)
         modalities = list(self.representations.encoders)
         self.decoders = nn.ModuleDict({m: nn.Linear(d, d) for m in modalities})
         layer = nn.TransformerEncoderLayer(d, config.temporal_heads, config.temporal_ffn, config.dropout,
@@ -65,7 +64,7 @@ class MISA(nn.Module):
         utterances, shared, private = self.representations(batch)
         tokens = torch.stack([*shared.values(), *private.values()], dim=1)
         logits = self.head(self.fusion(tokens).flatten(1))
-        aux = self.aux_weight * self.losses(utterances, shared, private) if self.training else None
+        aux = self.config.aux_weight * self.losses(utterances, shared, private) if self.training else None
         return ModelOutput(logits, aux_loss=aux)
 
     def losses(self, utterances: dict, shared: dict, private: dict) -> torch.Tensor:
@@ -76,10 +75,10 @@ class MISA(nn.Module):
                                       torch.tensor(0.0))
         reconstruction = sum(nn.functional.mse_loss(self.decoders[m](shared[m] + private[m]), utterances[m])
                              for m in modalities)
-        return (SIMILARITY_WEIGHT * similarity + DIFFERENCE_WEIGHT * difference
-                + RECONSTRUCTION_WEIGHT * reconstruction)
+        return (self.config.similarity_weight * similarity + self.config.difference_weight * difference
+                + self.config.reconstruction_weight * reconstruction)
 
 
-@register_model("misa", inputs="features")
-def build_misa(config: ModelConfig, class_names: list[str]) -> MISA:
+@register_model("misa", options=MISAConfig, inputs="features")
+def build_misa(config: MISAConfig, class_names: list[str]) -> MISA:
     return MISA(config, len(class_names))

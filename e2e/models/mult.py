@@ -1,11 +1,14 @@
 """MulT (Tsai et al., ACL 2019, "Multimodal Transformer for Unaligned Multimodal Language Sequences").
 
+The network is :class:`e2e.models.layers.crossmodal.MulT` (shared with MICA); options: :class:`MulTConfig`.
+
 What the paper does, and how it maps here:
 
 * **Temporal convolution**: each modality's feature sequence is projected to ``d_model`` by a 1-D
-  convolution without bias, kernel :data:`CONV_KERNELS` (the paper's IEMOCAP sizes, L/V/A = 3/3/5;
-  its official code uses 1). The convolution's zero padding at the ends equals the zero padding of
-  shorter utterances in a batch, so a valid step never sees batch padding.
+  convolution without bias, kernels ``text_kernel``/``audio_kernel``/``visual_kernel`` (the paper's
+  IEMOCAP sizes, L/V/A = 3/3/5; its official code uses 1). The convolution's zero padding at the
+  ends equals the zero padding of shorter utterances in a batch, so a valid step never sees batch
+  padding.
 * **Embedding**: states scaled by sqrt(d) plus sinusoidal positions, then dropout. Positions are added
   once here; the official code adds them again at the input of every transformer.
 * **Cross-modal transformers**: for every ordered pair (source -> target) a stack of
@@ -24,153 +27,19 @@ What the paper does, and how it maps here:
 """
 from __future__ import annotations
 
-import math
-from itertools import permutations
+from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.encoders import sinusoidal_encoding
+from e2e.models.layers.crossmodal import CrossModalConfig, MulT
 from e2e.models.registry import register_model
-from e2e.models.sequence import modality_dims, padded_features
-
-CONV_KERNELS = {"t": 3, "a": 5, "v": 3}
 
 
-def direction_name(source: str, target: str) -> str:
-    """Key of the cross-modal transformer in which ``target`` attends to ``source``."""
-    return f"{source}_to_{target}"
+@dataclass
+class MulTConfig(CrossModalConfig):
+    """MulT's options: those of its network (see :class:`CrossModalConfig`), nothing of its own."""
+
+    name: str = "mult"
 
 
-class PreLNBlock(nn.Module):
-    """Pre-LN transformer block: ``x + Attn(LN(x), LN'(source))`` then ``x + FFN(LN(x))``.
-
-    Cross-modal blocks normalise the source with their own LayerNorm; self-attention blocks
-    (``crossmodal=False``) attend to the normalised query sequence itself.
-    """
-
-    def __init__(self, d_model: int, config: ModelConfig, crossmodal: bool):
-        super().__init__()
-        ffn = config.temporal_ffn * d_model // config.d_model
-        self.norm_query, self.norm_ffn = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.norm_source = nn.LayerNorm(d_model) if crossmodal else None
-        self.attention = nn.MultiheadAttention(d_model, config.temporal_heads, dropout=config.dropout,
-                                               batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(config.dropout),
-                                 nn.Linear(ffn, d_model))
-        self.dropout = nn.Dropout(config.dropout)
-
-    def attend(self, states: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
-        """The attention update of ``states`` (before dropout and residual)."""
-        queries = self.norm_query(states)
-        keys = queries if self.norm_source is None else self.norm_source(source)
-        update, _ = self.attention(queries, keys, keys, key_padding_mask=source_padding, need_weights=False)
-        return update
-
-    def feed_forward(self, states: torch.Tensor) -> torch.Tensor:
-        return states + self.dropout(self.ffn(self.norm_ffn(states)))
-
-    def forward(self, states: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
-        return self.feed_forward(states + self.dropout(self.attend(states, source, source_padding)))
-
-
-class BlockStack(nn.Module):
-    """``temporal_layers`` pre-LN blocks and the final LayerNorm of a pre-LN transformer."""
-
-    def __init__(self, d_model: int, config: ModelConfig, crossmodal: bool):
-        super().__init__()
-        self.blocks = nn.ModuleList(PreLNBlock(d_model, config, crossmodal) for _ in range(config.temporal_layers))
-        self.norm = nn.LayerNorm(d_model)
-
-
-class CrossModalTransformer(BlockStack):
-    """The target attends to the same source sequence at every layer. ``forward`` returns the target's
-    states and the stack's auxiliary losses (none here; MICA's subclass adds some)."""
-
-    def __init__(self, d_model: int, config: ModelConfig):
-        super().__init__(d_model, config, crossmodal=True)
-
-    def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
-                source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        for block in self.blocks:
-            target = block(target, source, source_padding)
-        return self.norm(target), []
-
-
-class SelfAttentionTransformer(BlockStack):
-    def __init__(self, d_model: int, config: ModelConfig):
-        super().__init__(d_model, config, crossmodal=False)
-
-    def forward(self, states: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            states = block(states, states, padding)
-        return self.norm(states)
-
-
-class MulT(nn.Module):
-    """Subclasses change the cross-modal stacks (``crossmodal_class``) and ``auxiliary_loss``."""
-
-    crossmodal_class = CrossModalTransformer
-
-    def __init__(self, config: ModelConfig, num_classes: int):
-        super().__init__()
-        dims = modality_dims(config)
-        if len(dims) < 2:
-            raise ValueError(f"{config.name} needs at least two modalities for cross-modal attention, "
-                             f"got {config.modalities!r}")
-        d = config.d_model
-        self.d_model, self.dropout = d, nn.Dropout(config.dropout)
-        self.projections = nn.ModuleDict({m: nn.Conv1d(dim, d, CONV_KERNELS[m], padding=CONV_KERNELS[m] // 2,
-                                                       bias=False) for m, dim in dims.items()})
-        self.crossmodal = nn.ModuleDict({direction_name(source, target): self.crossmodal_class(d, config)
-                                         for source, target in permutations(dims, 2)})
-        memory = d * (len(dims) - 1)
-        self.memories = nn.ModuleDict({m: SelfAttentionTransformer(memory, config) for m in dims})
-        fused = memory * len(dims)
-        self.residual = nn.Sequential(nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(config.dropout),
-                                      nn.Linear(fused, fused))
-        self.output = nn.Linear(fused, num_classes)
-
-    def embed(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Convolved, scaled, position-encoded states ``(B, L, d)`` and the padding mask."""
-        sequence, padding = padded_features(batch, modality)
-        states = self.projections[modality](sequence.transpose(1, 2)).transpose(1, 2) * math.sqrt(self.d_model)
-        states = states + sinusoidal_encoding(states.shape[1], self.d_model, states.device)
-        return self.dropout(states), padding
-
-    def summarise(self, target: str, embedded: dict[str, tuple[torch.Tensor, torch.Tensor]]
-                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``target``'s utterance vector (B, d * (M - 1)) and the auxiliary losses of its cross-modal stacks."""
-        states, padding = embedded[target]
-        streams, losses = [], []
-        for source, (source_states, source_padding) in embedded.items():
-            if source != target:
-                stream, stream_losses = self.crossmodal[direction_name(source, target)](
-                    states, padding, source_states, source_padding)
-                streams.append(stream)
-                losses += stream_losses
-        memory = self.memories[target](torch.cat(streams, dim=-1), padding)
-        return last_valid(memory, padding), losses
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        embedded = {m: self.embed(batch, m) for m in self.projections}
-        summaries, losses = zip(*(self.summarise(target, embedded) for target in embedded))
-        fused = torch.cat(summaries, dim=1)
-        logits = self.output(fused + self.residual(fused))
-        return ModelOutput(logits, aux_loss=self.auxiliary_loss([loss for group in losses for loss in group]))
-
-    def auxiliary_loss(self, losses: list[torch.Tensor]) -> torch.Tensor | None:
-        return None
-
-
-def last_valid(states: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    """(B, d): each utterance's state at its last non-padding step."""
-    last = (~padding).sum(1) - 1
-    return states[torch.arange(len(states), device=states.device), last]
-
-
-@register_model("mult", inputs="features")
-def build_mult(config: ModelConfig, class_names: list[str]) -> MulT:
+@register_model("mult", options=MulTConfig, inputs="features")
+def build_mult(config: MulTConfig, class_names: list[str]) -> MulT:
     return MulT(config, len(class_names))

@@ -1,54 +1,121 @@
-"""Model registry: ``@register_model("name", inputs=...)`` on a builder ``(ModelConfig, class_names) -> nn.Module``.
+"""Model registry: the only list of models. ``@register_model("name", options=Options, ...)`` on a builder
+``(options, class_names) -> nn.Module``.
+
+Like timm's ``default_cfgs`` and transformers' ``config_class``, each model file declares its options
+class (a :class:`~e2e.config.ModelConfig` subclass with its paper's defaults) and registers it with
+the model, together with what the rest of the toolkit must know about it:
+
+* ``inputs``: which half of a :class:`~e2e.data.batch.Batch` it reads, ``raw`` (tokens, face crops,
+  mel chunks: the end-to-end models) or ``features`` (the cached two-stage feature sequences);
+* ``sparse_traces``: its outputs carry per sparse block the kept sites and attention weights
+  (``extras["sparse_masks"]`` / ``extras["attention"]``), used by FLOPs counts and attention maps;
+* ``pretrain_prefix``: parameters (name prefix) pretrained on another corpus before fine-tuning
+  (ConKI's knowledge adapters), or ``""``.
 
 ``class_names`` are the dataset's classes in label order (their number sizes the output; EmoEmbs also
-embeds their names).
-
-Every registered model takes a :class:`e2e.batch.Batch` and returns a :class:`e2e.batch.ModelOutput`.
-``inputs`` says which half of the batch it reads: ``raw`` (tokens, face crops, mel chunks: the
-end-to-end models) or ``features`` (the cached two-stage feature sequences: the baselines). The data
-side builds the matching dataset from it.
+embeds their names). Every model takes a ``Batch`` and returns a :class:`~e2e.data.batch.ModelOutput`.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from e2e.config import ModelConfig
+from e2e import config as config_module
+from e2e.config import ConfigError, ExperimentConfig, ModelConfig
 
 INPUT_KINDS = ("raw", "features")
-_BUILDERS: dict[str, Callable[[ModelConfig, Sequence[str]], nn.Module]] = {}
-_INPUTS: dict[str, str] = {}
 
 
-def register_model(name: str, inputs: str = "raw"):
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[[ModelConfig, list[str]], nn.Module]
+    options: type[ModelConfig]
+    inputs: str = "raw"
+    sparse_traces: bool = False
+    pretrain_prefix: str = ""
+
+
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, options: type[ModelConfig], inputs: str = "raw", sparse_traces: bool = False,
+                   pretrain_prefix: str = ""):
     if inputs not in INPUT_KINDS:
         raise ValueError(f"model {name!r}: inputs must be one of {', '.join(INPUT_KINDS)}, got {inputs!r}")
+    if options.name != name:
+        raise ValueError(f"model {name!r}: its options class {options.__name__} has name default {options.name!r}")
 
     def decorator(builder):
-        if name in _BUILDERS:
+        if name in _SPECS:
             raise ValueError(f"model {name!r} is registered twice")
-        _BUILDERS[name], _INPUTS[name] = builder, inputs
+        _SPECS[name] = ModelSpec(name, builder, options, inputs, sparse_traces, pretrain_prefix)
         return builder
 
     return decorator
 
 
-def build_model(config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
-    _check_known(config.name)
-    return _BUILDERS[config.name](config, list(class_names))
+def model_spec(name: str) -> ModelSpec:
+    """What is registered for model ``name``; a ConfigError naming the registered models if none."""
+    if name not in _SPECS:
+        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(available_models())}")
+    return _SPECS[name]
+
+
+def model_options(name: str) -> type[ModelConfig]:
+    return model_spec(name).options
 
 
 def model_inputs(name: str) -> str:
     """``raw`` or ``features``: what the model ``name`` reads from a batch."""
-    _check_known(name)
-    return _INPUTS[name]
+    return model_spec(name).inputs
 
 
 def available_models() -> list[str]:
-    return sorted(_BUILDERS)
+    """Every registered model, including any registered from outside the package (a user's, a test's)."""
+    return sorted(_SPECS)
 
 
-def _check_known(name: str) -> None:
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(available_models())}")
+def shipped_models() -> list[str]:
+    """The models this package ships (registered by a module of :mod:`e2e.models`): what ``all`` means."""
+    return sorted(name for name, spec in _SPECS.items() if spec.builder.__module__.startswith("e2e.models."))
+
+
+def build_model(config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
+    spec = model_spec(config.name)
+    if not isinstance(config, spec.options):
+        raise TypeError(f"model {config.name!r} is built from {spec.options.__name__}, got {type(config).__name__}")
+    return spec.builder(config, list(class_names))
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """A config file (layered over its ``base:`` files) plus ``--set`` overrides, checked against the
+    chosen model's registered options; see :mod:`e2e.config`."""
+    return config_module.load_config(path, overrides, model_options)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """A config from one mapping (a checkpoint's or ``results.json``'s ``config``), checked the same way."""
+    return config_module.build_config([(values, source)], model_options)
+
+
+def with_changes(config: ExperimentConfig, changes: dict[str, Any], source: str) -> ExperimentConfig:
+    """``config`` with dotted keys changed (``{"model.top_p": 0.5}``): typed values, checked as if loaded."""
+    layer: dict[str, dict[str, Any]] = {}
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition(".")
+        layer.setdefault(section, {})[key] = value
+    return config_module.build_config([(config.to_dict(), "config"), (layer, source)], model_options)
+
+
+def switch_model(config: ExperimentConfig, name: str, source: str) -> ExperimentConfig:
+    """``config`` for model ``name``: the model options both models have carry over, the others are
+    left behind (MESM's ``top_p`` for its FE2E reference); data and train settings are kept."""
+    carried = {key: value for key, value in dataclasses.asdict(config.model).items()
+               if key in {f.name for f in dataclasses.fields(model_options(name))}}
+    values = {**config.to_dict(), "model": {**carried, "name": name}}
+    return config_module.build_config([(values, source)], model_options)

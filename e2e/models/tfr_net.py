@@ -14,16 +14,38 @@ Multimodal Sentiment Analysis"), for emotion classification on two-stage feature
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from e2e.batch import Batch, ModelOutput
-from e2e.config import ModelConfig
-from e2e.models.losses import masked_smooth_l1
+from e2e.config import fraction, non_negative, positive
+from e2e.data.batch import Batch, ModelOutput
+from e2e.models.layers.losses import masked_smooth_l1
+from e2e.models.layers.sequence import (
+    SequenceEncoder,
+    SequenceModelConfig,
+    masked_mean,
+    mlp,
+    modality_dims,
+    padded_features,
+)
 from e2e.models.registry import register_model
-from e2e.models.sequence import SequenceEncoder, masked_mean, mlp, modality_dims, padded_features
 
-GATE_KERNEL = 3
+
+@dataclass
+class TFRNetConfig(SequenceModelConfig):
+    """TFR-Net's options. The shared ones mean:
+
+    * ``d_model``: width of the intra-modal states, the inter-modal attention and the gated convolutions;
+    * ``temporal_layers``, ``temporal_ffn``: depth and FFN width of each intra-modal transformer;
+    * ``temporal_heads``: heads of the intra-modal transformers and of the inter-modal attention.
+    """
+
+    name: str = "tfr_net"
+    aux_weight: float = non_negative(0.1)  # weight of the reconstruction loss on the masked steps
+    train_missing_rate: float = fraction(0.0)  # fraction of valid feature steps masked at random in training
+    gate_kernel: int = positive(3)  # kernel of the fusion's gated convolutions (odd keeps the length)
 
 
 def random_step_mask(padding: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -39,10 +61,10 @@ def random_step_mask(padding: torch.Tensor, rate: float, generator: torch.Genera
 class GatedConvEncoder(nn.Module):
     """``conv(x) * sigmoid(gate(x))`` over time, mean-pooled over the valid steps."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, kernel: int):
         super().__init__()
-        self.conv = nn.Conv1d(d_model, d_model, GATE_KERNEL, padding=GATE_KERNEL // 2)
-        self.gate = nn.Conv1d(d_model, d_model, GATE_KERNEL, padding=GATE_KERNEL // 2)
+        self.conv = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2)
+        self.gate = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2)
 
     def forward(self, states: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         states = states.masked_fill(padding.unsqueeze(-1), 0.0).transpose(1, 2)
@@ -51,7 +73,7 @@ class GatedConvEncoder(nn.Module):
 
 
 class TFRNet(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    def __init__(self, config: TFRNetConfig, num_classes: int):
         super().__init__()
         dims = modality_dims(config)
         d = config.d_model
@@ -61,7 +83,7 @@ class TFRNet(nn.Module):
                                                              batch_first=True) for m in dims} if len(dims) > 1 else {})
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m in dims})
         self.reconstruct = nn.ModuleDict({m: nn.Linear(d, dim) for m, dim in dims.items()})
-        self.fusion = nn.ModuleDict({m: GatedConvEncoder(d) for m in dims})
+        self.fusion = nn.ModuleDict({m: GatedConvEncoder(d, config.gate_kernel) for m in dims})
         self.head = mlp(len(dims) * d, d, num_classes, config.dropout)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -90,6 +112,6 @@ class TFRNet(nn.Module):
         return update
 
 
-@register_model("tfr_net", inputs="features")
-def build_tfr_net(config: ModelConfig, class_names: list[str]) -> TFRNet:
+@register_model("tfr_net", options=TFRNetConfig, inputs="features")
+def build_tfr_net(config: TFRNetConfig, class_names: list[str]) -> TFRNet:
     return TFRNet(config, len(class_names))

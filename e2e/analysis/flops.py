@@ -1,0 +1,193 @@
+"""Feature-extraction FLOPs per utterance: the visual and acoustic CNNs of FE2E and MESM.
+
+Counting rules (1 multiply-add = 2 FLOPs):
+
+* **dense layers** (every ``nn.Conv2d`` of a modality's CNN; for MESM the dense stem) are counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` on the real batch, per module. It counts a padded
+  3×3 conv as 9 taps at every output site, border sites included (zero padding is multiplied too).
+* **sparse blocks** of MESM are counted from the sites each block kept (``extras["sparse_masks"]``;
+  block k's mask is the set of sites both its submanifold convs run on): a conv costs
+  ``2·C_in·C_out`` per (output site, input site) pair with both sites kept and the input in the output's
+  3×3 window (:func:`pair_count`). This is the work the pure-torch backend actually performs. With every
+  site of an H×W frame kept there are ``(3H−2)(3W−2)`` such pairs, not the dense count's ``9HW``:
+  the dense count multiplies padding zeros, the sparse one never visits them.
+* **attention scoring** (MESM only) is reported separately: ``W_x x`` and ``wᵀ(·)`` at every active
+  site the block scores, ``2·C·C + 2·C``, plus the text projection ``W_t t``, ``2·D_text·C`` per frame.
+* BatchNorm, ReLU, tanh, softmax, top-p and max-pooling are not counted, in dense and sparse layers
+  alike (FlopCounterMode does not count them either).
+
+:func:`measure_flops` also counts the dense FE2E CNN on the same frames (on the meta device: FLOPs
+depend on shapes only), so ``ratio`` = MESM / FE2E conv FLOPs of the same utterances.
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
+
+from e2e.config import ExperimentConfig
+from e2e.data.dataset import EmotionDataset
+from e2e.data.text import load_tokenizer
+from e2e.models import build_model, model_spec
+from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn
+from e2e.models.layers.end_to_end import frames_of
+from e2e.models.layers.sparse import SparseBlock, SparseCNN
+
+GIGA = 1e9
+
+
+def pair_count(mask: torch.Tensor) -> int:
+    """Active (output, input) pairs of a 3×3 submanifold conv on ``mask`` (N, H, W) bool sites."""
+    sites = mask[:, None].float()
+    neighbours = F.conv2d(sites, torch.ones(1, 1, 3, 3), padding=1)
+    return int((neighbours * sites).sum())
+
+
+def sparse_block_flops(block: SparseBlock, keep: torch.Tensor) -> tuple[int, int]:
+    """(conv1, conv2) FLOPs of ``block`` running on the kept sites ``keep`` (N, H, W)."""
+    c_out, _, _, c_in = block.conv1.weight.shape
+    pairs = pair_count(keep)
+    return 2 * c_in * c_out * pairs, 2 * c_out * c_out * pairs
+
+
+def attention_flops(block: SparseBlock, active: torch.Tensor) -> int:
+    """Scoring FLOPs of ``block`` over its input's ``active`` (N, H, W) sites (see the module doc)."""
+    channels, text_dim = block.attention.text.weight.shape
+    per_site = 2 * channels * channels + 2 * channels
+    return per_site * int(active.sum()) + 2 * text_dim * channels * active.shape[0]
+
+
+def block_inputs(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The active input sites of each block: every site for the first, then the pooled kept sites
+    of the block before (a 2×2 cell is active iff any of its sites was kept)."""
+    first = torch.ones_like(masks[0])
+    pooled = [F.max_pool2d(mask[:, None].float(), 2)[:, 0] > 0 for mask in masks[:-1]]
+    return [first, *pooled]
+
+
+class _Tally:
+    """FLOPs summed over batches: per (modality, layer) and per modality for the FE2E reference."""
+
+    def __init__(self):
+        self.layers: dict[tuple[str, str], dict] = {}
+        self.reference: dict[str, int] = defaultdict(int)
+        self.attention = 0
+        self.utterances = 0
+
+    def add(self, modality: str, layer: str, kind: str, flops: int, kept: int, sites: int) -> None:
+        entry = self.layers.setdefault((modality, layer), {"kind": kind, "flops": 0, "kept": 0, "sites": 0})
+        entry["flops"] += flops
+        entry["kept"] += kept
+        entry["sites"] += sites
+
+    def per_modality(self) -> dict[str, int]:
+        totals: dict[str, int] = defaultdict(int)
+        for (modality, _), entry in self.layers.items():
+            totals[modality] += entry["flops"]
+        return totals
+
+
+def _dense_convs(cnn: nn.Module) -> list[str]:
+    """Names of a CNN's dense convolutions (a MESM block's submanifold convs are not ``nn.Conv2d``)."""
+    return [name for name, module in cnn.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+def _count_batch(model: nn.Module, batch, config: ExperimentConfig, tally: _Tally) -> None:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        output = model(batch)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    for modality, cnn in model.cnns.items():
+        frames, _ = frames_of(batch, modality)
+        for name in _dense_convs(cnn):
+            flops = sum(counts.get(f"{root}.cnns.{modality}.{name}", {}).values())
+            tally.add(modality, name, "dense", flops, 0, 0)
+        if isinstance(cnn, SparseCNN):
+            _count_sparse(cnn, output.extras["sparse_masks"][modality], modality, tally)
+        tally.reference[modality] += _dense_reference_flops(config, modality, frames)
+    tally.utterances += len(batch)
+
+
+def _count_sparse(cnn: SparseCNN, masks: list[torch.Tensor], modality: str, tally: _Tally) -> None:
+    for index, (block, keep, active) in enumerate(zip(cnn.blocks, masks, block_inputs(masks))):
+        kept, sites = int(keep.sum()), keep.numel()
+        for conv, flops in zip(("conv1", "conv2"), sparse_block_flops(block, keep)):
+            tally.add(modality, f"blocks.{index}.{conv}", "sparse", flops, kept, sites)
+        tally.attention += attention_flops(block, active)
+
+
+def _dense_reference_flops(config: ExperimentConfig, modality: str, frames: torch.Tensor) -> int:
+    """FLOPs of FE2E's dense CNN on ``frames``, counted on the meta device (shapes only)."""
+    model = config.model
+    with torch.device("meta"):
+        cnn = build_cnn(model.cnn, INPUT_SHAPES[modality][0], None, model.cnn_width).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        cnn(frames.to("meta"))
+    return counter.get_total_flops()
+
+
+def _model_and_data(config: ExperimentConfig, data_dir: Path | None, split: str, max_utterances: int,
+                    state_dict: dict | None):
+    tokenizer = load_tokenizer(config.model.text_model) if "t" in config.model.modalities else None
+    dataset = EmotionDataset(data_dir or config.data.data_dir, split, config, tokenizer)
+    model = build_model(config.model, dataset.class_names)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    if max_utterances > 0:
+        dataset = Subset(dataset, range(min(max_utterances, len(dataset))))
+    return model.eval(), dataset
+
+
+def measure_flops(config: ExperimentConfig, data_dir: Path | None = None, split: str = "test",
+                  max_utterances: int = 0, batch_size: int = 8, state_dict: dict | None = None) -> dict:
+    """Feature-extraction GFLOPs per utterance of ``config``'s model on real utterances of ``split``.
+
+    The model is randomly initialised unless ``state_dict`` (e.g. a checkpoint's ``"model"``) is given;
+    for MESM the kept sites, hence the FLOPs, depend on the weights. ``max_utterances`` = 0: all.
+    Returns a JSON-able report (see :func:`e2e.reporting.tables.format_flops_table`).
+    """
+    config = copy.deepcopy(config)
+    model, dataset = _model_and_data(config, data_dir, split, max_utterances, state_dict)
+    collate_fn = (dataset.dataset if isinstance(dataset, Subset) else dataset).collator()
+    tally = _Tally()
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn):
+        _count_batch(model, batch, config, tally)
+    return _report(config, tally)
+
+
+def _gflops(flops: float, utterances: int) -> float:
+    return flops / GIGA / utterances
+
+
+def _report(config: ExperimentConfig, tally: _Tally) -> dict:
+    count = tally.utterances
+    mine, reference = tally.per_modality(), tally.reference
+    per_utterance = {m: _gflops(flops, count) for m, flops in mine.items()}
+    per_utterance["total"] = _gflops(sum(mine.values()), count)
+    dense = {m: _gflops(flops, count) for m, flops in reference.items()}
+    dense["total"] = _gflops(sum(reference.values()), count)
+    attention = _gflops(tally.attention, count)
+    sparse = model_spec(config.model.name).sparse_traces
+    return {
+        "model": config.model.name,
+        "top_p": config.model.top_p if sparse else None,
+        "cnn_width": config.model.cnn_width,
+        "utterances": count,
+        "per_utterance_gflops": per_utterance,
+        "fe2e_per_utterance_gflops": dense,
+        "ratio": per_utterance["total"] / dense["total"],
+        "attention_gflops": attention,
+        "ratio_with_attention": (per_utterance["total"] + attention) / dense["total"],
+        "layers": [{"modality": modality, "layer": layer, "kind": entry["kind"],
+                    "gflops_per_utterance": _gflops(entry["flops"], count),
+                    "active_fraction": entry["kept"] / entry["sites"] if entry["sites"] else 1.0}
+                   for (modality, layer), entry in tally.layers.items()],
+    }
+
+

@@ -1,0 +1,63 @@
+"""Options several commands share, declared once, and the argument types they need."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from e2e.config import REPO_CONFIGS, UsageError, resolve_config_path
+
+
+def add_config(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:
+    parser.add_argument("--config", type=config_path, required=required, help=f"{help} (relative paths also "
+                        f"resolve from the project's {REPO_CONFIGS.parent.name}/ folder)")
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable)")
+
+
+def add_out(parser: argparse.ArgumentParser, help: str = "output folder", required: bool = True) -> None:
+    parser.add_argument("--out", type=Path, required=required, default=None, help=help)
+
+
+def add_device(parser: argparse.ArgumentParser, what: str = "device") -> None:
+    parser.add_argument("--device", default="auto",
+                        help=f"{what}: auto (CUDA when available, like train.device), cpu, cuda or cuda:N")
+
+
+def add_data_dir(parser: argparse.ArgumentParser, required: bool = True, positional: bool = False) -> None:
+    """``--data-dir DIR`` (alias ``--data``); with ``positional`` also ``DATA_DIR`` as the first argument."""
+    if positional:
+        parser.add_argument("data_dir_arg", nargs="?", type=Path, default=None, metavar="DATA_DIR")
+    parser.add_argument("--data-dir", "--data", dest="data_dir", type=Path, default=None,
+                        required=required and not positional, help="a reorganized corpus (data-reorg output)")
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The data directory given positionally or as ``--data-dir``; a usage error if neither or both differ."""
+    positional, option = getattr(args, "data_dir_arg", None), args.data_dir
+    if positional and option and positional != option:
+        raise UsageError(f"two data directories given: {positional} and --data-dir {option}")
+    if not (positional or option):
+        raise UsageError("no data directory given: pass DATA_DIR or --data-dir DIR")
+    return positional or option
+
+
+def add_seeds(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--seeds", type=seeds, default=seeds(default), help="comma-separated seeds")
+
+
+def add_jobs(parser: argparse.ArgumentParser, help: str = "runs trained in parallel processes") -> None:
+    parser.add_argument("--jobs", type=int, default=1, help=help)
+
+
+def seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",") if seed.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+
+
+def config_path(text: str) -> Path:
+    return resolve_config_path(Path(text))

@@ -1,0 +1,206 @@
+"""Dataset over the manifest and the feature cache (:mod:`e2e.data.preprocess`), and the batch collator.
+
+Every item is checked when the dataset is built, so a bad utterance is skipped, logged and counted in
+``dataset.skipped`` instead of failing mid-epoch. Skip reasons:
+
+* ``empty_text``: the transcript is empty or whitespace;
+* ``bad_label``: an IEMOCAP label outside the six classes, or a MOSEI label that is not six 0/1 values;
+* ``missing_cache`` / ``bad_cache``: no cache file (preprocess not run, or the item is in its
+  ``problems.jsonl``) or one that cannot be read;
+* ``stale_cache``: the cache was built from other clip files than the manifest's (sha256 differs): rerun
+  preprocess;
+* ``no_frames``: the cache holds no face frames;
+* ``short_audio``: fewer than 400 samples (one 25 ms analysis window). Anything longer is kept: the last
+  400 ms chunk is zero-padded, and real utterances shorter than one chunk exist;
+* ``silent_audio``: RMS below 1e-4 of full scale (-80 dBFS, about 3 PCM16 steps): digital silence.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, load_manifest
+from e2e.data.batch import Batch
+from e2e.config import ExperimentConfig, UsageError
+from e2e.data.mel import N_FFT, mel_chunks
+from e2e.data.preprocess import cache_path, source_key
+
+FACE_MEAN = torch.tensor([159.0, 111.0, 102.0])  # per RGB channel, 0-255 scale
+FACE_STD = torch.tensor([37.0, 33.0, 32.0])
+SILENCE_RMS = 1e-4
+AUDIO_FEATURES = ("log_mel", "power")
+CLASSES = {"iemocap": IEMOCAP_CLASSES, "mosei": MOSEI_EMOTIONS}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Item:
+    id: str
+    text: str
+    label: torch.Tensor
+    cache: Path
+
+
+class EmotionDataset(Dataset):
+    """Utterances of one split. An item is a dict: ``id``, ``text``, ``label`` (C,) float,
+    ``faces`` (T, 3, 48, 48) float normalised, ``audio`` (A, 1, 128, 32) float."""
+
+    def __init__(self, data_dir: Path | str, split: str, config: ExperimentConfig, tokenizer):
+        data = config.data
+        if data.dataset not in CLASSES:
+            raise UsageError(f"data.dataset must be one of {', '.join(CLASSES)}, got {data.dataset!r}")
+        if data.audio_features not in AUDIO_FEATURES:
+            raise UsageError(f"data.audio_features must be one of {', '.join(AUDIO_FEATURES)}, "
+                             f"got {data.audio_features!r}")
+        self.data_dir, self.split = Path(data_dir), split
+        self.dataset, self.max_frames, self.max_chunks = data.dataset, data.max_frames, data.max_chunks
+        self.log_mel = data.audio_features == "log_mel"
+        self.tokenizer, self.text_max_length = tokenizer, config.model.text_max_length
+        self.items: list[_Item] = []
+        self.skipped: dict[str, list[str]] = {}
+        self.img_interval_ms = data.img_interval_ms
+        rows = load_manifest(self.data_dir, split)
+        for row in rows:
+            self._admit(row)
+        self._report(len(rows))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASSES[self.dataset]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(N, C) labels of the kept items, without touching the cache."""
+        return torch.stack([item.label for item in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        with np.load(item.cache) as archive:
+            faces, mel = archive["faces"], archive["mel"]
+        faces = normalise_faces(faces[even_subsample(len(faces), self.max_frames)])
+        chunks = mel_chunks(torch.from_numpy(mel), log=self.log_mel)
+        chunks = chunks[even_subsample(len(chunks), self.max_chunks)]
+        return {"id": item.id, "text": item.text, "label": item.label, "faces": faces, "audio": chunks}
+
+    def collator(self) -> "Collator":
+        return Collator(self.tokenizer, self.text_max_length)
+
+    def _admit(self, row: dict) -> None:
+        label = self._label(row["label"])
+        if not str(row.get("text") or "").strip():
+            problem = ("empty_text", "empty transcript")
+        elif label is None:
+            problem = ("bad_label", f"label {row['label']!r} is not a {self.dataset} label")
+        else:
+            problem = self._check_inputs(row)
+        if problem is None:
+            self.items.append(_Item(row["id"], row["text"], label, self._input_file(row)))
+            return
+        reason, message = problem
+        self.skipped.setdefault(reason, []).append(row["id"])
+        logger.warning("%s: skipping %s (%s): %s", self.split, row["id"], reason, message)
+
+    def _input_file(self, row: dict) -> Path:
+        """The file ``__getitem__`` reads for ``row``."""
+        return cache_path(self.data_dir, self.img_interval_ms, row["id"])
+
+    def _check_inputs(self, row: dict) -> tuple[str, str] | None:
+        """(reason, message) when ``row``'s face/mel cache is unusable, else None."""
+        return check_cache(cache_path(self.data_dir, self.img_interval_ms, row["id"]), source_key(row))
+
+    def _label(self, raw) -> torch.Tensor | None:
+        classes = self.class_names
+        if self.dataset == "iemocap":
+            return torch.eye(len(classes))[classes.index(raw)] if raw in classes else None
+        if isinstance(raw, list) and len(raw) == len(classes) and all(value in (0, 1) for value in raw):
+            return torch.tensor(raw, dtype=torch.float32)
+        return None
+
+    def _report(self, num_rows: int) -> None:
+        counts = ", ".join(f"{reason} {len(ids)}" for reason, ids in sorted(self.skipped.items()))
+        if not self.items:
+            raise UsageError(f"{self.data_dir}: no usable utterances in split {self.split!r} "
+                             f"({num_rows} manifest rows; skipped: {counts or 'none'}); "
+                             f"run `e2e preprocess {self.data_dir}` first?")
+        if self.skipped:
+            logger.warning("%s: kept %d of %d utterances; skipped %s", self.split, len(self.items), num_rows, counts)
+
+
+def check_cache(path: Path, source: str) -> tuple[str, str] | None:
+    """(reason, message) if the cache file at ``path`` is unusable or was not built from ``source``
+    (see :func:`e2e.data.preprocess.source_key`), else None. Reads only small arrays."""
+    if not path.is_file():
+        return "missing_cache", f"{path} does not exist (not preprocessed, or listed in problems.jsonl)"
+    try:
+        with np.load(path) as archive:
+            num_frames = archive["face_found"].shape[0]
+            num_samples, rms = int(archive["num_samples"]), float(archive["rms"])
+            built_from = str(archive["source"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        return "bad_cache", f"{path} is unreadable ({error}); delete it and rerun preprocess"
+    if built_from != source:
+        return "stale_cache", f"{path} was built from other clip files; rerun preprocess"
+    if num_frames == 0:
+        return "no_frames", f"{path} holds no face frames"
+    if num_samples < N_FFT:
+        return "short_audio", f"audio has {num_samples} samples, fewer than {N_FFT} (25 ms)"
+    if rms < SILENCE_RMS:
+        return "silent_audio", f"audio RMS {rms:.2e} is below {SILENCE_RMS:.0e} (silence)"
+    return None
+
+
+def normalise_faces(crops: np.ndarray) -> torch.Tensor:
+    """uint8 (T, 48, 48, 3) RGB crops -> float (T, 3, 48, 48), per-channel normalised on the 0-255 scale."""
+    faces = torch.from_numpy(np.asarray(crops)).float()
+    return ((faces - FACE_MEAN) / FACE_STD).permute(0, 3, 1, 2).contiguous()
+
+
+def even_subsample(length: int, limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` evenly spaced elements of ``range(length)``, first and last included;
+    all of them when ``limit`` is 0 or not exceeded."""
+    if limit <= 0 or length <= limit:
+        return np.arange(length)
+    return np.linspace(0, length - 1, limit).round().astype(np.int64)
+
+
+@dataclass
+class Collator:
+    """Picklable ``collate_fn`` for DataLoader workers."""
+
+    tokenizer: object
+    max_length: int
+
+    def __call__(self, items: list[dict]) -> Batch:
+        return collate(items, self.tokenizer, self.max_length)
+
+
+def collate(items: list[dict], tokenizer, max_length: int) -> Batch:
+    """Pad texts to the longest in the batch (truncated to ``max_length`` tokens); pack faces and audio
+    chunks along dim 0 with per-utterance lengths (see :mod:`e2e.data.batch`)."""
+    text = tokenizer([item["text"] for item in items], padding=True, truncation=True,
+                     max_length=max_length, return_tensors="pt")
+    return Batch(
+        ids=[item["id"] for item in items],
+        labels=torch.stack([item["label"] for item in items]),
+        text_input_ids=text["input_ids"],
+        text_attention_mask=text["attention_mask"],
+        faces=torch.cat([item["faces"] for item in items]),
+        face_lengths=torch.tensor([len(item["faces"]) for item in items], dtype=torch.long),
+        audio=torch.cat([item["audio"] for item in items]),
+        audio_lengths=torch.tensor([len(item["audio"]) for item in items], dtype=torch.long),
+    )
+
+
+def label_counts(dataset: EmotionDataset) -> torch.Tensor:
+    """(C,) number of positive labels per class among the kept items."""
+    return dataset.labels.sum(0).long()

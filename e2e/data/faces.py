@@ -1,0 +1,129 @@
+"""Frame sampling, frame decoding and 48x48 face crops (MTCNN, largest face, centre-crop fallback).
+
+Runs once, offline, in :mod:`e2e.data.preprocess`; training reads the cached crops and never detects faces.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FACE_SIZE = 48
+FACE_MARGIN = 2
+
+
+class VideoReadError(RuntimeError):
+    """A video is missing, cannot be opened, or ends before a requested frame."""
+
+
+def sample_frame_indices(num_frames: int, fps: float, img_interval_ms: int) -> list[int]:
+    """One frame every ``img_interval_ms`` by timestamp from the clip start: t = 0, dt, 2 dt, ...
+
+    Frame ``floor(t * fps + 0.5)`` (nearest, ties up) is taken while it is < ``num_frames``; a clip with
+    frames always yields >= 1.
+    """
+    if num_frames <= 0 or fps <= 0:
+        return []
+    step = img_interval_ms / 1000.0
+    indices = []
+    while (index := math.floor(len(indices) * step * fps + 0.5)) < num_frames:
+        indices.append(index)
+    return indices
+
+
+def read_frames(video_path: Path | str, indices: list[int]) -> list[np.ndarray]:
+    """Frames ``indices`` of a video as RGB uint8 arrays, in the order given, decoded in one sequential pass."""
+    video_path = Path(video_path)
+    if not video_path.is_file():
+        raise VideoReadError(f"{video_path}: video file is missing")
+    capture = cv2.VideoCapture(str(video_path))
+    try:
+        if not capture.isOpened():
+            raise VideoReadError(f"{video_path}: cannot open video (corrupt or unsupported container)")
+        return _decode(capture, indices, video_path)
+    finally:
+        capture.release()
+
+
+def _decode(capture: cv2.VideoCapture, indices: list[int], video_path: Path) -> list[np.ndarray]:
+    wanted = set(indices)
+    frames: dict[int, np.ndarray] = {}
+    for position in range(max(indices, default=-1) + 1):
+        if not capture.grab():
+            raise VideoReadError(f"{video_path}: video ends at frame {position}, "
+                                 f"frame {max(indices)} was requested")
+        if position in wanted:
+            ok, frame = capture.retrieve()
+            if not ok:
+                raise VideoReadError(f"{video_path}: cannot decode frame {position}")
+            frames[position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return [frames[index] for index in indices]
+
+
+def centre_crop(frame: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """The central square of ``frame`` resized to ``size`` x ``size`` (the no-face fallback)."""
+    height, width = frame.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = frame[top:top + side, left:left + side]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class FaceCropper:
+    """MTCNN (facenet-pytorch) face crops: the largest face per frame, 48x48, 2 px margin, raw 0-255 pixels."""
+
+    def __init__(self, device: str = "cpu", batch_size: int = 32):
+        from facenet_pytorch import MTCNN
+
+        self.mtcnn = MTCNN(image_size=FACE_SIZE, margin=FACE_MARGIN, post_process=False,
+                           select_largest=True, device=device)
+        self.batch_size = batch_size
+
+    def crops(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(T, 48, 48, 3) uint8 crops and (T,) bool face-found flags for RGB uint8 frames of any sizes.
+
+        Frames of equal size are detected together, ``batch_size`` at a time; a frame without a face gets
+        :func:`centre_crop` and ``found=False``.
+        """
+        boxes: list[np.ndarray | None] = [None] * len(frames)
+        for group in _groups_by_size(frames):
+            for start in range(0, len(group), self.batch_size):
+                members = group[start:start + self.batch_size]
+                for index, box in zip(members, self.largest_boxes([frames[i] for i in members])):
+                    boxes[index] = box
+        faces = np.empty((len(frames), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+        for index, (frame, box) in enumerate(zip(frames, boxes)):
+            faces[index] = centre_crop(frame) if box is None else self._extract(frame, box)
+        return faces, np.array([box is not None for box in boxes], dtype=np.bool_)
+
+    def largest_boxes(self, frames: list[np.ndarray]) -> list[np.ndarray | None]:
+        """The largest face box (x1, y1, x2, y2) of each frame (all of equal size), or None.
+
+        facenet-pytorch under numpy 2 can raise ValueError while packing a batch that mixes frames with and
+        without faces (timesler/facenet-pytorch#224); such a batch is detected again frame by frame.
+        """
+        try:
+            batch_boxes, _ = self.mtcnn.detect(np.stack(frames))
+        except ValueError:
+            if len(frames) == 1:
+                raise
+            return [box for frame in frames for box in self.largest_boxes([frame])]
+        # boxes come back as numpy object arrays, sorted largest first (select_largest=True)
+        return [None if boxes is None else np.asarray(boxes, dtype=object).astype(float)[0]
+                for boxes in batch_boxes]
+
+    @staticmethod
+    def _extract(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        from facenet_pytorch import extract_face
+
+        face = extract_face(frame, box, FACE_SIZE, FACE_MARGIN)  # (3, 48, 48) float on the 0-255 scale
+        return face.permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+def _groups_by_size(frames: list[np.ndarray]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, frame in enumerate(frames):
+        groups.setdefault(frame.shape, []).append(index)
+    return list(groups.values())

@@ -1,0 +1,189 @@
+"""``e2e benchmark``: every model on the same clips, splits, trainer, metrics and thresholds; one table.
+
+For each (model, seed) one independent, resumable run ``OUT/<model>-s<seed>/`` is trained with
+``CONFIG_DIR/<model>.yaml``, its data directory, dataset and seed overridden (the jobs of
+:mod:`e2e.experiments.jobs`: a finished run is reused, a killed one resumed). Inputs are prepared first, each
+step reusing what is already cached: the face/mel cache (:mod:`e2e.data.preprocess`) for every model and
+the two-stage feature cache (:mod:`e2e.data.feature_cache`) for the feature models.
+
+A model registered with a ``pretrain_prefix`` (ConKI: its knowledge adapters, ``adapters.``) injects
+knowledge from another corpus: with ``knowledge_data`` a stage-1 run ``OUT/<model>-knowledge-s<seed>/``
+trains it on that corpus, and the target run copies the parameters under that prefix before its first
+epoch (``train.init_checkpoint``).
+
+Outputs: ``report.md`` / ``report.csv`` (mean±std over seeds in the layout of the MESM paper's Table 3
+(IEMOCAP per-class Acc/F1) or Table 4 (MOSEI per-class WAcc/F1), with a ``majority`` row: the
+train-majority prediction scored by the same metrics) and ``summary.json`` (per model the mean test
+score and whether it beats the majority baseline).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from data_reorg.io import write_text_atomic
+from data_reorg.manifest import load_manifest
+from e2e.config import ExperimentConfig, UsageError
+from e2e.data.bundle import build_datasets
+from e2e.experiments.jobs import Job, make_job, run_jobs
+from e2e.models import available_models, load_config, model_inputs, model_spec, shipped_models, with_changes
+from e2e.reporting.report import write_report
+from e2e.reporting.tables import mean_std
+from e2e.training.metrics import compute_metrics, is_single_label, main_metrics
+# the score a model must beat the majority baseline on: IEMOCAP 6-way accuracy (the per-class binary
+# Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a constant prediction)
+BASELINE_METRIC = {"iemocap": "multiclass_acc", "mosei": "wacc"}
+
+
+@dataclass
+class BenchmarkPlan:
+    """``pretrain``: stage-1 knowledge runs; ``runs``: (model, seed, job) of the runs in the table."""
+
+    pretrain: list[Job] = field(default_factory=list)
+    runs: list[tuple[str, int, Job]] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.pretrain, *(job for _, _, job in self.runs)]
+
+
+def parse_models(text: str) -> list[str]:
+    """``"all"`` (every model the package ships) or a comma list of registered models, order kept,
+    repeats dropped."""
+    names = shipped_models() if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [name for name in names if name not in available_models()]
+    if not names or unknown:
+        raise UsageError(f"unknown model(s) {', '.join(unknown) or text!r}; registered: "
+                         f"{', '.join(available_models())} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def dataset_of(data_dir: Path | str) -> str:
+    """The ``dataset`` field shared by every manifest row of a reorganized corpus."""
+    datasets = {row["dataset"] for row in load_manifest(Path(data_dir))}
+    if len(datasets) != 1:
+        raise UsageError(f"{data_dir}/manifest.jsonl mixes datasets {sorted(datasets)}; benchmark one corpus")
+    return datasets.pop()
+
+
+def plan_benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
+                   overrides: Sequence[str] = (), knowledge_data: Path | None = None) -> BenchmarkPlan:
+    """The jobs of :func:`benchmark`, without running anything."""
+    plan = BenchmarkPlan()
+    target = (data_dir, dataset_of(data_dir))
+    knowledge = None if knowledge_data is None else (Path(knowledge_data), dataset_of(knowledge_data))
+    for model in models:
+        for seed in seeds:
+            config = _model_config(model, seed, config_dir, target, overrides)
+            prefix = model_spec(model).pretrain_prefix
+            if prefix:
+                stage1 = _knowledge_job(model, seed, config_dir, out, overrides, knowledge)
+                plan.pretrain.append(stage1)
+                config = with_changes(config, {
+                    "train.init_checkpoint": str(Path(stage1.run_dir) / "checkpoints" / "best.pt"),
+                    "train.init_prefix": prefix}, f"{model} fine-tuning after {stage1.name}")
+            plan.runs.append((model, seed, make_job(out, f"{model}-s{seed}", config)))
+    return plan
+
+
+def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
+              overrides: Sequence[str] = (), knowledge_data: Path | None = None, jobs: int = 1) -> dict:
+    """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
+    out = Path(out)
+    plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
+    finished = train_plan(plan, out, jobs)
+    results = [dict(finished[job.name], run=job.name) for _, _, job in plan.runs]
+    majority = majority_results(plan.runs[0][2].config)
+    write_report([majority, *results], out)
+    summary = summarize(results, majority)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def train_plan(plan: BenchmarkPlan, out: Path, jobs: int = 1) -> dict[str, dict]:
+    """Prepare the caches, then train (or reuse, or resume) the knowledge runs and the table's runs;
+    returns the table runs' results by job name."""
+    prepare_inputs(plan.jobs, jobs)
+    if plan.pretrain:
+        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
+    return run_jobs([job for _, _, job in plan.runs], out, jobs)
+
+
+def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:
+    """Build (or reuse) the face/mel cache of every data directory (``workers`` MTCNN processes) and the
+    feature cache of every feature-model configuration the jobs need, before any training starts."""
+    from e2e.data.feature_cache import extract_features
+    from e2e.data.preprocess import preprocess
+
+    caches, features = set(), set()
+    for job in job_list:
+        data, model = job.config.data, job.config.model
+        caches.add((data.data_dir, data.img_interval_ms))
+        if model_inputs(model.name) == "features":
+            features.add((data.data_dir, model.text_model, data.img_interval_ms, model.text_max_length))
+    for data_dir, interval in sorted(caches):
+        print(f"face/mel cache of {data_dir} (every {interval} ms)", file=sys.stderr, flush=True)
+        preprocess(data_dir, interval, jobs=workers, progress=False)
+    for data_dir, text_model, interval, max_length in sorted(features):
+        print(f"feature cache of {data_dir} ({text_model}, every {interval} ms)", file=sys.stderr, flush=True)
+        extract_features(data_dir, text_model, interval, max_length, progress=False)
+
+
+def majority_results(config: ExperimentConfig) -> dict:
+    """results.json-shaped test metrics of the train-majority prediction: the most frequent class for
+    every test utterance (single-label) or, per emotion, its more frequent value (multi-label)."""
+    data = build_datasets(config, model_inputs(config.model.name))
+    dataset, positives = config.data.dataset, torch.as_tensor(data.train_positives, dtype=torch.float32)
+    if is_single_label(dataset):
+        constant = torch.nn.functional.one_hot(positives.argmax(), len(positives)).float()
+    else:
+        constant = (positives > len(data.train) / 2).float()
+    labels = data.test.labels.numpy()
+    probs = np.tile(constant.numpy(), (len(labels), 1))
+    test = compute_metrics(probs, labels, [0.5] * len(positives), data.class_names, is_single_label(dataset))
+    return {"run": "majority", "model": "majority", "dataset": dataset, "main_metrics": list(main_metrics(dataset)),
+            "class_names": list(data.class_names), "test": test, "config": {"model": {"modalities": "-"}}}
+
+
+def summarize(results: list[dict], majority: dict) -> dict:
+    """Per model: mean±std of the dataset's baseline metric and F1 over seeds, and whether the mean
+    beats the majority baseline on both."""
+    dataset = majority["dataset"]
+    metric = BASELINE_METRIC[dataset]
+    models: dict[str, dict] = {}
+    for result in results:
+        models.setdefault(result["model"], {"runs": []})["runs"].append(result["run"])
+    for name, entry in models.items():
+        runs = [result for result in results if result["model"] == name]
+        for key in (metric, "f1"):
+            entry[key], entry[f"{key}_std"] = mean_std([run["test"][key] for run in runs])
+        entry["beats_majority"] = entry[metric] > majority["test"][metric] and entry["f1"] > majority["test"]["f1"]
+    return {"dataset": dataset, "metric": metric,
+            "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]}, "models": models}
+
+
+def _model_config(model: str, seed: int, config_dir: Path, corpus: tuple[Path, str],
+                  overrides: Sequence[str]) -> ExperimentConfig:
+    """``CONFIG_DIR/<model>.yaml`` on ``corpus`` = (data dir, its dataset) with ``seed``."""
+    data_dir, dataset = corpus
+    path = config_dir / f"{model}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: every benchmarked model needs <model>.yaml in {config_dir}")
+    return with_changes(load_config(path, overrides), {
+        "model.name": model, "data.data_dir": str(data_dir), "data.dataset": dataset, "train.seed": seed},
+        f"benchmark run {model}-s{seed}")
+
+
+def _knowledge_job(model: str, seed: int, config_dir: Path, out: Path, overrides: Sequence[str],
+                   knowledge: tuple[Path, str] | None) -> Job:
+    if knowledge is None:
+        raise UsageError(f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
+                         f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)")
+    config = _model_config(model, seed, config_dir, knowledge, overrides)
+    return make_job(out, f"{model}-knowledge-s{seed}", config)
