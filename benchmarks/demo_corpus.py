@@ -1,4 +1,5 @@
 """The demo corpus the benchmarks train on: built once, reorganized and preprocessed (shared by the scripts)."""
+
 from __future__ import annotations
 
 from pathlib import Path

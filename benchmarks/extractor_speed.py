@@ -39,6 +39,7 @@ this process included) shows whether the machine was busy; ``--threads 1`` is fa
 Prints one JSON object; target: ratio (= mesm_ms / fe2e_ms) <= 0.75.
     python benchmarks/extractor_speed.py [--data build/demo/iemocap] [--top-p 0.5] [--repeats 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,15 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/...` from a checkout
 
-import e2e  # noqa: E402,F401  (the compat shim, before torchvision / spconv)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import e2e  # noqa: E402,F401  (the compat shim, before torchvision / spconv)
 from e2e.models.fe2e import FE2E, FE2EConfig  # noqa: E402
 from e2e.models.mesm import MESM, MESMConfig  # noqa: E402
 
@@ -72,8 +74,14 @@ class _TextStub(nn.Module):
 def build_extractors(name: str, args) -> nn.ModuleDict:
     stub = _TextStub(args.text_dim)
     if name == "mesm":
-        config = MESMConfig(modalities="tav", cnn="mesm_vgg", cnn_width=args.cnn_width, top_p=args.top_p,
-                            sparse_blocks=args.sparse_blocks, attention_mode=args.attention_mode)
+        config = MESMConfig(
+            modalities="tav",
+            cnn="mesm_vgg",
+            cnn_width=args.cnn_width,
+            top_p=args.top_p,
+            sparse_blocks=args.sparse_blocks,
+            attention_mode=args.attention_mode,
+        )
         model = MESM(config, 6, text_encoder=stub, backend=args.backend)
     else:
         model = FE2E(FE2EConfig(modalities="tav", cnn="mesm_vgg", cnn_width=args.cnn_width), 6, text_encoder=stub)
@@ -107,8 +115,10 @@ def cached_inputs(data: Path, args) -> dict[str, tuple[torch.Tensor, torch.Tenso
     for path in files:
         with np.load(path) as archive:
             faces, mel = archive["faces"], archive["mel"]
-        for modality, frames in (("v", lambda: normalise_faces(faces)),
-                                 ("a", lambda: mel_chunks(torch.from_numpy(mel), log=True))):
+        for modality, frames in (
+            ("v", partial(normalise_faces, faces)),
+            ("a", partial(mel_chunks, torch.from_numpy(mel), log=True)),
+        ):
             missing = wanted[modality] - sum(len(part) for part in parts[modality])
             if missing > 0:
                 parts[modality].append(frames()[:missing])
@@ -118,10 +128,14 @@ def cached_inputs(data: Path, args) -> dict[str, tuple[torch.Tensor, torch.Tenso
     for modality in MODALITIES:
         got = sum(len(part) for part in parts[modality])
         if got < wanted[modality]:
-            raise SystemExit(f"{data}: only {got} {'face crops' if modality == 'v' else 'mel chunks'} "
-                             f"in the cache, {wanted[modality]} wanted")
-        inputs[modality] = (torch.cat(parts[modality]),
-                            torch.tensor([len(part) for part in parts[modality]], dtype=torch.long))
+            raise SystemExit(
+                f"{data}: only {got} {'face crops' if modality == 'v' else 'mel chunks'} "
+                f"in the cache, {wanted[modality]} wanted"
+            )
+        inputs[modality] = (
+            torch.cat(parts[modality]),
+            torch.tensor([len(part) for part in parts[modality]], dtype=torch.long),
+        )
     return inputs
 
 
@@ -133,8 +147,10 @@ class Workload:
         self.cnns = build_extractors(name, args)
         self.inputs = {m: (frames.to(self.device), lengths) for m, (frames, lengths) in inputs.items()}
         # each frame gets the CLS of its own utterance, as MESM._extract does; a leaf that needs grad
-        self.text = {m: text[: len(lengths)].repeat_interleave(lengths, dim=0).to(self.device).requires_grad_()
-                     for m, (_, lengths) in inputs.items()}
+        self.text = {
+            m: text[: len(lengths)].repeat_interleave(lengths, dim=0).to(self.device).requires_grad_()
+            for m, (_, lengths) in inputs.items()
+        }
         self.kept: dict[str, list[float]] = {}  # MESM: fraction of dense sites each sparse block kept
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -186,8 +202,11 @@ class Workload:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             self.step()
         # "[memory]" events: + bytes per allocation, - bytes per free, of the CPU allocator
-        events = sorted((event.start_ns(), event.nbytes()) for event in prof.profiler.kineto_results.events()
-                        if event.name() == "[memory]" and str(event.device_type()).endswith("CPU"))
+        events = sorted(
+            (event.start_ns(), event.nbytes())
+            for event in prof.profiler.kineto_results.events()
+            if event.name() == "[memory]" and str(event.device_type()).endswith("CPU")
+        )
         live = peak = 0
         for _, nbytes in events:
             live += nbytes
@@ -201,15 +220,23 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--data", type=Path, default=None,
-                        help="corpus or cache folder with preprocessed *.npz files (default: random inputs)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="corpus or cache folder with preprocessed *.npz files (default: random inputs)",
+    )
     parser.add_argument("--faces", type=int, default=32, help="face crops in the packed batch")
     parser.add_argument("--chunks", type=int, default=32, help="mel chunks in the packed batch")
     parser.add_argument("--cnn-width", type=float, default=1.0, help="channel multiplier (1 = the paper)")
     parser.add_argument("--sparse-blocks", type=int, default=3)
     parser.add_argument("--attention-mode", default="trainable", choices=("trainable", "faithful"))
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "spconv"),
-                        help="MESM's sparse backend (auto: spconv on CUDA, pure torch on CPU)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "spconv"),
+        help="MESM's sparse backend (auto: spconv on CUDA, pure torch on CPU)",
+    )
     parser.add_argument("--text-dim", type=int, default=768, help="text CLS size (768 = ALBERT-base)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -234,19 +261,32 @@ def main() -> None:
 
     fe2e_ms, mesm_ms = (statistics.median(times[name]) * 1e3 for name in ("fe2e", "mesm"))
     fe2e_mb, mesm_mb = (peaks[name] / 2**20 for name in ("fe2e", "mesm"))
-    print(json.dumps({
-        "fe2e_ms": round(fe2e_ms, 1), "mesm_ms": round(mesm_ms, 1), "ratio": round(mesm_ms / fe2e_ms, 3),
-        "fe2e_peak_mb": round(fe2e_mb, 1), "mesm_peak_mb": round(mesm_mb, 1),
-        "memory_ratio": round(mesm_mb / fe2e_mb, 3),
-        "top_p": args.top_p, "threads": torch.get_num_threads(), "device": args.device,
-        "cnn_width": args.cnn_width, "attention_mode": args.attention_mode,
-        "faces": args.faces, "chunks": args.chunks, "inputs": str(args.data) if args.data else "random",
-        "repeats": args.repeats, "mesm_kept_sites": workloads["mesm"].kept,
-        "fe2e_ms_all": [round(t * 1e3, 1) for t in times["fe2e"]],
-        "mesm_ms_all": [round(t * 1e3, 1) for t in times["mesm"]],
-        "target": "ratio <= 0.75",
-        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-    }))
+    print(
+        json.dumps(
+            {
+                "fe2e_ms": round(fe2e_ms, 1),
+                "mesm_ms": round(mesm_ms, 1),
+                "ratio": round(mesm_ms / fe2e_ms, 3),
+                "fe2e_peak_mb": round(fe2e_mb, 1),
+                "mesm_peak_mb": round(mesm_mb, 1),
+                "memory_ratio": round(mesm_mb / fe2e_mb, 3),
+                "top_p": args.top_p,
+                "threads": torch.get_num_threads(),
+                "device": args.device,
+                "cnn_width": args.cnn_width,
+                "attention_mode": args.attention_mode,
+                "faces": args.faces,
+                "chunks": args.chunks,
+                "inputs": str(args.data) if args.data else "random",
+                "repeats": args.repeats,
+                "mesm_kept_sites": workloads["mesm"].kept,
+                "fe2e_ms_all": [round(t * 1e3, 1) for t in times["fe2e"]],
+                "mesm_ms_all": [round(t * 1e3, 1) for t in times["mesm"]],
+                "target": "ratio <= 0.75",
+                "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

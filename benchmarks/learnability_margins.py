@@ -19,6 +19,7 @@ seconds) and ``worst`` (per run the smallest margin over its cells).
     python benchmarks/learnability_margins.py [--data build/demo] [--runs a,v,t,tav,mesm]
         [--seeds 0,1,2] [--threads 1,2] [--out build/learnability] [--parallel 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,13 @@ sys.path.insert(0, str(REPO))  # `python benchmarks/...` from a checkout
 
 from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
 
-RUNS = {"t": ("configs/demo/fe2e.yaml", "t"), "a": ("configs/demo/fe2e.yaml", "a"),
-        "v": ("configs/demo/fe2e.yaml", "v"), "tav": ("configs/demo/fe2e.yaml", "tav"),
-        "mesm": ("configs/demo/mesm.yaml", None)}
+RUNS = {
+    "t": ("configs/demo/fe2e.yaml", "t"),
+    "a": ("configs/demo/fe2e.yaml", "a"),
+    "v": ("configs/demo/fe2e.yaml", "v"),
+    "tav": ("configs/demo/fe2e.yaml", "tav"),
+    "mesm": ("configs/demo/mesm.yaml", None),
+}
 MARGIN = 0.15  # tests/test_e2e_demo.py
 
 # One cell, in a fresh process: threads first, then the trainer through the CLI.
@@ -66,15 +71,36 @@ def run_cell(corpus: Path, run: str, seed: int, threads: int, out: Path) -> dict
     results = folder / "results.json"
     seconds = None
     if not results.is_file():
-        args = ["train", "--config", str(REPO / config), "--set", f"data.data_dir={corpus}",
-                "--set", "train.progress=false", "--set", f"train.seed={seed}", "--out", str(folder)]
+        args = [
+            "train",
+            "--config",
+            str(REPO / config),
+            "--set",
+            f"data.data_dir={corpus}",
+            "--set",
+            "train.progress=false",
+            "--set",
+            f"train.seed={seed}",
+            "--out",
+            str(folder),
+        ]
         if modalities:
             args += ["--set", f"model.modalities={modalities}"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+        }
         began = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CELL, str(threads), *args], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CELL, str(threads), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         seconds = round(time.perf_counter() - began, 1)
         if done.returncode != 0 or not results.is_file():
             raise SystemExit(f"{folder.name}: e2e train failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -88,15 +114,23 @@ def _ints(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO / "build" / "demo",
-                        help="demo corpus root (holds iemocap/); built when missing (default: build/demo)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / "build" / "demo",
+        help="demo corpus root (holds iemocap/); built when missing (default: build/demo)",
+    )
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     parser.add_argument("--threads", type=_ints, default=[1, 2], help="torch CPU thread counts to compare")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "learnability", help="run folders")
     parser.add_argument("--jobs", type=int, default=2, help="preprocess worker processes, if the cache is built")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="cells trained at once (their results do not depend on it; their times do)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="cells trained at once (their results do not depend on it; their times do)",
+    )
     args = parser.parse_args()
     runs = [run for run in args.runs.split(",") if run]
     unknown = sorted(set(runs) - set(RUNS))
@@ -117,9 +151,19 @@ def main() -> None:
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
         cells = list(pool.map(cell, plan))
     worst = {run: min(cell["margin"] for cell in cells if cell["run"] == run) for run in runs}
-    print(json.dumps({"data": str(corpus), "majority": round(majority, 4), "margin_required": MARGIN,
-                      "cells": cells, "worst": worst,
-                      "all_pass": all(margin >= MARGIN for margin in worst.values())}, indent=1))
+    print(
+        json.dumps(
+            {
+                "data": str(corpus),
+                "majority": round(majority, 4),
+                "margin_required": MARGIN,
+                "cells": cells,
+                "worst": worst,
+                "all_pass": all(margin >= MARGIN for margin in worst.values()),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

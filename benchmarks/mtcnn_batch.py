@@ -21,6 +21,7 @@ whole batch no longer fit in the caches). On a 2-core test machine ``--batch-siz
 Prints one JSON object; target: ratio (= batched / single) >= 1.4.
     python benchmarks/mtcnn_batch.py [--frames 64] [--batch-size 32] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/...` from a checkout
 
-import e2e  # noqa: E402,F401  (the compat shim, before torchvision / facenet-pytorch)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import e2e  # noqa: E402,F401  (the compat shim, before torchvision / facenet-pytorch)
 from e2e.data.faces import FaceCropper  # noqa: E402
 
 HALF_H, HALF_W = 480, 360  # one speaker's half of an IEMOCAP frame
@@ -52,8 +53,7 @@ def source_photos() -> tuple[list[np.ndarray], list[np.ndarray]]:
     with cbook.get_sample_data("grace_hopper.jpg") as handle:
         hopper = np.asarray(Image.open(handle).convert("RGB"))
     faces = [skimage.data.astronaut(), np.repeat(skimage.data.camera()[..., None], 3, axis=2), hopper]
-    others = [skimage.data.coffee(), skimage.data.rocket(), skimage.data.chelsea(),
-              skimage.data.immunohistochemistry()]
+    others = [skimage.data.coffee(), skimage.data.rocket(), skimage.data.chelsea(), skimage.data.immunohistochemistry()]
     return faces, others
 
 
@@ -68,12 +68,13 @@ def compose(photo: np.ndarray, rng: np.random.Generator, subject_width: int, jit
     # paste the part of the image that falls inside the frame
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + image.shape[0], HALF_H), min(left + image.shape[1], HALF_W)
-    frame[y0:y1, x0:x1] = image[y0 - top:y1 - top, x0 - left:x1 - left]
+    frame[y0:y1, x0:x1] = image[y0 - top : y1 - top, x0 - left : x1 - left]
     return frame
 
 
-def make_frames(count: int, no_face_fraction: float, subject_width: int, jitter: int,
-                seed: int = 0) -> tuple[list[np.ndarray], int]:
+def make_frames(
+    count: int, no_face_fraction: float, subject_width: int, jitter: int, seed: int = 0
+) -> tuple[list[np.ndarray], int]:
     """``count`` shuffled frames and how many of them were composed from a face photo."""
     rng = np.random.default_rng(seed)
     faces, others = source_photos()
@@ -115,7 +116,7 @@ def main() -> None:
     outputs = {name: run() for name, run in runs.items()}  # warm-up, and the results compared below
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(args.repeats):
-        for name in (("batched", "single") if repeat % 2 == 0 else ("single", "batched")):
+        for name in ("batched", "single") if repeat % 2 == 0 else ("single", "batched"):
             sync()
             started = time.perf_counter()
             runs[name]()
@@ -124,18 +125,29 @@ def main() -> None:
 
     batched_rate, single_rate = (args.frames / statistics.median(seconds[name]) for name in ("batched", "single"))
     (batched_crops, batched_found), (single_crops, single_found) = outputs["batched"], outputs["single"]
-    print(json.dumps({
-        "batched_faces_per_s": round(batched_rate, 2), "single_faces_per_s": round(single_rate, 2),
-        "ratio": round(batched_rate / single_rate, 3), "frames": args.frames, "batch_size": args.batch_size,
-        "device": args.device, "threads": torch.get_num_threads(),
-        "face_frames": face_frames, "found_batched": int(batched_found.sum()), "found_single": int(single_found.sum()),
-        "crops_equal": bool(np.array_equal(batched_crops, single_crops)
-                            and np.array_equal(batched_found, single_found)),
-        "batched_s_all": [round(s, 3) for s in seconds["batched"]],
-        "single_s_all": [round(s, 3) for s in seconds["single"]],
-        "target": "ratio >= 1.4",
-        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-    }))
+    print(
+        json.dumps(
+            {
+                "batched_faces_per_s": round(batched_rate, 2),
+                "single_faces_per_s": round(single_rate, 2),
+                "ratio": round(batched_rate / single_rate, 3),
+                "frames": args.frames,
+                "batch_size": args.batch_size,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "face_frames": face_frames,
+                "found_batched": int(batched_found.sum()),
+                "found_single": int(single_found.sum()),
+                "crops_equal": bool(
+                    np.array_equal(batched_crops, single_crops) and np.array_equal(batched_found, single_found)
+                ),
+                "batched_s_all": [round(s, 3) for s in seconds["batched"]],
+                "single_s_all": [round(s, 3) for s in seconds["single"]],
+                "target": "ratio >= 1.4",
+                "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Prints one JSON object; target: ratio <= 2.0.
     python benchmarks/reorg_speed.py [--work DIR] [--jobs 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def plain_decode_seconds(videos: list[Path]) -> float:
 
 def reorg_seconds(corpora: demo.DemoCorpora, out: Path, jobs: int) -> float:
     started = time.perf_counter()
-    for name, parsed in (("iemocap", iemocap.parse_release(corpora.iemocap_src)),
-                         ("mosei", mosei.parse_release(corpora.mosei_src))):
+    for name, parsed in (
+        ("iemocap", iemocap.parse_release(corpora.iemocap_src)),
+        ("mosei", mosei.parse_release(corpora.mosei_src)),
+    ):
         reorganize(parsed, SplitSpec("random"), RunOptions(out / name, jobs=jobs, progress=False))
     return time.perf_counter() - started
 
@@ -50,9 +53,18 @@ def main() -> None:
     out = work / "bench_out"
     shutil.rmtree(out, ignore_errors=True)
     reorg = reorg_seconds(corpora, out, args.jobs)
-    print(json.dumps({"reorg_seconds": round(reorg, 3), "plain_decode_seconds": round(decode, 3),
-                      "ratio": round(reorg / decode, 3), "videos": len(videos), "jobs": args.jobs,
-                      "target": "ratio <= 2.0"}))
+    print(
+        json.dumps(
+            {
+                "reorg_seconds": round(reorg, 3),
+                "plain_decode_seconds": round(decode, 3),
+                "ratio": round(reorg / decode, 3),
+                "videos": len(videos),
+                "jobs": args.jobs,
+                "target": "ratio <= 2.0",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

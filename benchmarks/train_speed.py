@@ -19,6 +19,7 @@ the train steps only.
 Prints one JSON object.
     python benchmarks/train_speed.py [--data build/demo] [--samples 256] [--paper-width]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,18 +32,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python benchmarks/...` from a checkout
 
-import e2e  # noqa: E402,F401  (the compat shim, before torchvision / transformers)
 import torch  # noqa: E402
+from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from e2e.training import distributed  # noqa: E402
+import e2e  # noqa: E402,F401  (the compat shim, before torchvision / transformers)
 from e2e.config import ExperimentConfig  # noqa: E402
 from e2e.data.bundle import DataBundle, build_datasets  # noqa: E402
 from e2e.models import load_config  # noqa: E402
+from e2e.training import distributed  # noqa: E402
 from e2e.training.optim import build_optimizer, seed_everything  # noqa: E402
 from e2e.training.trainer import train_step  # noqa: E402
-from demo_corpus import ensure_demo  # noqa: E402  (beside this script)
 
 MODELS = ("fe2e", "mesm")
 
@@ -68,9 +69,16 @@ class Runner:
                 return next(self.batches)
             except StopIteration:  # a new epoch, shuffled with seed + epoch as the trainer does
                 generator = torch.Generator().manual_seed(self.config.train.seed + self.epoch)
-                self.batches = iter(DataLoader(self.data.train, batch_size=self.config.data.batch_size,
-                                               shuffle=True, collate_fn=self.data.collate_fn,
-                                               num_workers=self.config.data.num_workers, generator=generator))
+                self.batches = iter(
+                    DataLoader(
+                        self.data.train,
+                        batch_size=self.config.data.batch_size,
+                        shuffle=True,
+                        collate_fn=self.data.collate_fn,
+                        num_workers=self.config.data.num_workers,
+                        generator=generator,
+                    )
+                )
                 self.epoch += 1
         raise RuntimeError("the train split is empty")
 
@@ -95,8 +103,12 @@ class Runner:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO / "build" / "demo",
-                        help="demo corpus root (holds iemocap/); built when missing (default: build/demo)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / "build" / "demo",
+        help="demo corpus root (holds iemocap/); built when missing (default: build/demo)",
+    )
     parser.add_argument("--samples", type=int, default=256, help="timed utterances per model")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per model")
     parser.add_argument("--paper-width", action="store_true", help="cnn_width 1.0 (the paper) instead of 0.25")
@@ -126,23 +138,32 @@ def main() -> None:
             runner.step(timed=False)
     rounds = 0
     while min(runner.samples for runner in runners.values()) < args.samples:
-        for name in (MODELS if rounds % 2 == 0 else MODELS[::-1]):
+        for name in MODELS if rounds % 2 == 0 else MODELS[::-1]:
             if runners[name].samples < args.samples:
                 runners[name].step(timed=True)
         rounds += 1
 
     result = {f"{name}_samples_per_s": round(runner.samples / runner.seconds, 2) for name, runner in runners.items()}
-    result.update({
-        "batch_size": configs["fe2e"].data.batch_size, "cnn_width": configs["fe2e"].model.cnn_width,
-        "device": str(device), "threads": torch.get_num_threads(),
-        "ratio": round(result["mesm_samples_per_s"] / result["fe2e_samples_per_s"], 3),
-        "top_p": configs["mesm"].model.top_p, "train_utterances": len(data.train),
-        "samples": {name: int(runner.samples) for name, runner in runners.items()},
-        "epochs_started": {name: runner.epoch for name, runner in runners.items()},
-        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-    })
-    result.update({f"{name}_step_samples_per_s": round(runner.samples / runner.step_seconds, 2)
-                   for name, runner in runners.items()})
+    result.update(
+        {
+            "batch_size": configs["fe2e"].data.batch_size,
+            "cnn_width": configs["fe2e"].model.cnn_width,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "ratio": round(result["mesm_samples_per_s"] / result["fe2e_samples_per_s"], 3),
+            "top_p": configs["mesm"].model.top_p,
+            "train_utterances": len(data.train),
+            "samples": {name: int(runner.samples) for name, runner in runners.items()},
+            "epochs_started": {name: runner.epoch for name, runner in runners.items()},
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        }
+    )
+    result.update(
+        {
+            f"{name}_step_samples_per_s": round(runner.samples / runner.step_seconds, 2)
+            for name, runner in runners.items()
+        }
+    )
     print(json.dumps(result))
 
 

@@ -1,9 +1,10 @@
 """``data-reorg``: raw IEMOCAP / CMU-MOSEI releases -> clips, manifest and splits.
 
-    data-reorg iemocap SRC OUT [--split random|mesm|session] ...
-    data-reorg mosei SRC OUT [--split random|mesm|sdk] ...
-    data-reorg stats OUT | data-reorg verify OUT | data-reorg demo OUT
+data-reorg iemocap SRC OUT [--split random|mesm|session] ...
+data-reorg mosei SRC OUT [--split random|mesm|sdk] ...
+data-reorg stats OUT | data-reorg verify OUT | data-reorg demo OUT
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
+from data_reorg import iemocap, mosei
 from data_reorg.io import DiskFullError
-from data_reorg.manifest import IEMOCAP_CLASSES, ParseResult
+from data_reorg.manifest import IEMOCAP_CLASSES
 from data_reorg.pipeline import RunOptions, RunSummary, StrictModeError, reorganize
 from data_reorg.splits import SplitSpec
 from data_reorg.workers import WorkerDied
@@ -21,14 +23,15 @@ log = logging.getLogger("data_reorg")
 
 # The demo corpora are small: a 20 % valid split keeps every class in valid, where thresholds are tuned.
 DEMO_RATIOS = (0.6, 0.2, 0.2)
-SPLIT_CHOICES = {"iemocap": ("random", "mesm", "session"), "mosei": ("random", "mesm", "sdk")}
+SPLIT_CHOICES = {"iemocap": iemocap.SPLIT_POLICIES, "mosei": mosei.SPLIT_POLICIES}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.handler(args)
     except StrictModeError as error:
@@ -43,17 +46,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="data-reorg", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="data-reorg", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every kept/dropped decision")
     commands = parser.add_subparsers(dest="command", required=True)
 
     iemocap = commands.add_parser("iemocap", help="reorganize an IEMOCAP_full_release tree")
     _add_corpus_arguments(iemocap, "iemocap")
-    iemocap.add_argument("--classes", default=",".join(IEMOCAP_CLASSES),
-                         help="comma-separated emotion codes to keep (default: %(default)s)")
-    iemocap.add_argument("--side-rule", default="mocap", choices=("mocap", "female-left"),
-                         help="speaker half: mocap = left iff speaker letter equals session letter")
+    iemocap.add_argument(
+        "--classes",
+        default=",".join(IEMOCAP_CLASSES),
+        help="comma-separated emotion codes to keep (default: %(default)s)",
+    )
+    iemocap.add_argument(
+        "--side-rule",
+        default="mocap",
+        choices=("mocap", "female-left"),
+        help="speaker half: mocap = left iff speaker letter equals session letter",
+    )
     iemocap.add_argument("--test-session", default=None, help="session number held out as test (--split session)")
     iemocap.add_argument("--valid-session", default=None, help="session number held out as valid (--split session)")
     iemocap.set_defaults(handler=_run_iemocap)
@@ -92,75 +103,51 @@ def _add_corpus_arguments(parser: argparse.ArgumentParser, corpus: str) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _ratios(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"--ratios must be three comma-separated numbers, got {text!r}") from None
-    if len(values) != 3:
-        raise ValueError(f"--ratios must be three comma-separated numbers, got {text!r}")
-    return values
-
-
-def _check_paths(src: Path, out: Path) -> None:
-    if not src.is_dir():
-        raise FileNotFoundError(f"source folder {src} does not exist")
-    src_resolved, out_resolved = src.resolve(), out.resolve()
-    if out_resolved == src_resolved or src_resolved in out_resolved.parents:
-        raise ValueError(f"OUT {out} is inside SRC {src}: data-reorg never writes inside the source")
-
-
-def iemocap_split_spec(args: argparse.Namespace, parsed: ParseResult) -> SplitSpec:
-    if args.split == "random":
-        return SplitSpec("random", args.seed, _ratios(args.ratios))
-    if args.split == "mesm":
-        return SplitSpec("list", list_name="mesm_iemocap")
-    sessions = sorted({request.group for request in parsed.requests}, key=int)
-    test = args.test_session or (sessions[-1] if sessions else "5")
-    valid = args.valid_session or next((s for s in reversed(sessions) if s != test), "4")
-    return SplitSpec("group", test_groups=(str(test),), valid_groups=(str(valid),))
-
-
-def mosei_split_spec(args: argparse.Namespace) -> SplitSpec:
-    if args.split == "random":
-        return SplitSpec("random", args.seed, _ratios(args.ratios))
-    if args.split == "mesm":
-        return SplitSpec("list", list_name="mesm_mosei")
-    return SplitSpec("list", list_name="mosei_sdk_folds", by_group=True)
+def _run_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments both recipes take, from the arguments both subcommands share."""
+    return {
+        "split": args.split,
+        "seed": args.seed,
+        "ratios": args.ratios,
+        "jobs": args.jobs,
+        "strict": args.strict,
+        "progress": not args.no_progress,
+    }
 
 
 def _run_iemocap(args: argparse.Namespace) -> int:
-    from data_reorg import iemocap
-
-    _check_paths(args.src, args.out)
-    args.src = args.src.resolve()  # resume fingerprints hold source paths: relative and absolute agree
     classes = tuple(code.strip() for code in args.classes.split(",") if code.strip())
-    parsed = iemocap.parse_release(args.src, classes=classes, side_rule=args.side_rule)
-    return _reorganize(parsed, iemocap_split_spec(args, parsed), args)
+    summary = iemocap.prepare_iemocap(
+        args.src,
+        args.out,
+        classes=classes,
+        side_rule=args.side_rule,
+        test_session=args.test_session,
+        valid_session=args.valid_session,
+        **_run_options(args),
+    )
+    return _report(args.out, summary)
 
 
 def _run_mosei(args: argparse.Namespace) -> int:
-    from data_reorg import mosei
-
-    _check_paths(args.src, args.out)
-    args.src = args.src.resolve()
-    parsed = mosei.parse_release(args.src, label_file=args.labels)
-    return _reorganize(parsed, mosei_split_spec(args), args)
+    summary = mosei.prepare_mosei(args.src, args.out, labels=args.labels, **_run_options(args))
+    return _report(args.out, summary)
 
 
-def _reorganize(parsed: ParseResult, spec: SplitSpec, args: argparse.Namespace) -> int:
-    options = RunOptions(args.out, jobs=args.jobs, strict=args.strict, progress=not args.no_progress)
-    summary = reorganize(parsed, spec, options)
-    _print_summary(args.out, summary)
+def _report(out: Path, summary: RunSummary) -> int:
+    """Print the one-line summary; exit status 1 when nothing was kept."""
+    _print_summary(out, summary)
     return 0 if summary.kept else 1
 
 
 def _print_summary(out: Path, summary: RunSummary) -> None:
     splits = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
     audio = ", ".join(f"{name} {count}" for name, count in summary.audio_sources.items()) or "none"
-    print(f"{out}: kept {summary.kept} ({splits}), dropped {summary.dropped} "
-          f"(see {out / 'dropped.jsonl'}), reused {summary.resumed} finished clips; audio: {audio}; "
-          f"{summary.warnings} warnings (see {out / 'reorg.json'})")
+    print(
+        f"{out}: kept {summary.kept} ({splits}), dropped {summary.dropped} "
+        f"(see {out / 'dropped.jsonl'}), reused {summary.resumed} finished clips; audio: {audio}; "
+        f"{summary.warnings} warnings (see {out / 'reorg.json'})"
+    )
 
 
 def _run_stats(args: argparse.Namespace) -> int:
@@ -187,14 +174,18 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from data_reorg import demo, iemocap, mosei
+    """Build the demo corpora and reorganize both. Their source paths are used as given, not resolved:
+    the demo clips' resume fingerprints hold them, and a relative OUT (``make demo``) stays relative."""
+    from data_reorg import demo
 
     corpora = demo.build_demo_corpora(args.out, seed=args.seed)
     options = dict(jobs=args.jobs, progress=not args.no_progress)
     spec = SplitSpec("random", args.seed, DEMO_RATIOS)
     kept = 0
-    for name, parsed in (("iemocap", iemocap.parse_release(corpora.iemocap_src)),
-                         ("mosei", mosei.parse_release(corpora.mosei_src))):
+    for name, parsed in (
+        ("iemocap", iemocap.parse_release(corpora.iemocap_src)),
+        ("mosei", mosei.parse_release(corpora.mosei_src)),
+    ):
         summary = reorganize(parsed, spec, RunOptions(args.out / name, **options))
         _print_summary(args.out / name, summary)
         kept += summary.kept

@@ -8,6 +8,7 @@ Layout, as the SDK writes it (one top-level group, named by the sequence's root 
 
 Only h5py is needed: the SDK itself is not a dependency, and this module reads its files as they are.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,7 @@ class CSDError(ValueError):
     """A computational sequence file is missing, not HDF5, or lacks the groups the SDK writes."""
 
 
-def write_csd(path: Path, labels: dict[str, tuple[np.ndarray, np.ndarray]],
-              root_name: str = "All Labels") -> None:
+def write_csd(path: Path, labels: dict[str, tuple[np.ndarray, np.ndarray]], root_name: str = "All Labels") -> None:
     """Write ``labels`` (vid -> (features (N, 7), intervals (N, 2))) as the SDK would, atomically.
 
     ``md5`` is a digest of the data, and ``uuid`` is derived from it, so the same labels always give
@@ -61,8 +61,10 @@ def _checked_arrays(vid: str, features, intervals) -> tuple[np.ndarray, np.ndarr
     intervals = np.asarray(intervals, dtype=np.float64)
     rows = len(features)
     if features.shape != (rows, len(CSD_DIMENSIONS)) or intervals.shape != (rows, 2):
-        raise ValueError(f"{vid}: features must be (N, {len(CSD_DIMENSIONS)}) and intervals (N, 2), "
-                         f"got {features.shape} and {intervals.shape}")
+        raise ValueError(
+            f"{vid}: features must be (N, {len(CSD_DIMENSIONS)}) and intervals (N, 2), "
+            f"got {features.shape} and {intervals.shape}"
+        )
     return features, intervals
 
 
@@ -150,8 +152,7 @@ def _read_data_group(path: Path, data: h5py.Group) -> dict[str, tuple[np.ndarray
     merged = {}
     for vid, entries in parts.items():
         entries.sort(key=lambda entry: entry[0])
-        merged[vid] = (np.concatenate([entry[1] for entry in entries]),
-                       np.concatenate([entry[2] for entry in entries]))
+        merged[vid] = (np.concatenate([entry[1] for entry in entries]), np.concatenate([entry[2] for entry in entries]))
     return merged
 
 
@@ -162,6 +163,8 @@ def _read_entry(path: Path, data: h5py.Group, key: str) -> tuple[np.ndarray, np.
     features = np.asarray(entry["features"][()], dtype=np.float64)
     intervals = np.asarray(entry["intervals"][()], dtype=np.float64)
     if features.ndim != 2 or intervals.shape != (len(features), 2):
-        raise CSDError(f"{path}: entry {key!r} has features {features.shape} and intervals "
-                       f"{intervals.shape}; expected (N, D) and (N, 2)")
+        raise CSDError(
+            f"{path}: entry {key!r} has features {features.shape} and intervals "
+            f"{intervals.shape}; expected (N, D) and (N, 2)"
+        )
     return features, intervals

@@ -4,19 +4,31 @@ Times and labels come from the consensus summary lines of ``Session*/dialog/EmoE
 the text is joined by utterance id from ``Session*/dialog/transcriptions/<dialog>.txt``. Each dialog video
 shows both actors side by side, so every request crops the speaker's half of the frame.
 """
+
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_reorg.manifest import (IEMOCAP_CLASSES, AudioSource, ClipRequest, Drop, ParseResult,
-                                 corpus_text_files, read_corpus_lines)
+from data_reorg.manifest import (
+    IEMOCAP_CLASSES,
+    AudioSource,
+    ClipRequest,
+    Drop,
+    ParseResult,
+    corpus_text_files,
+    read_corpus_lines,
+)
+from data_reorg.pipeline import RunOptions, RunSummary, reorganize, resolve_source
+from data_reorg.splits import DEFAULT_RATIOS, SplitSpec, random_split_spec
 
 log = logging.getLogger("data_reorg")
 
 SIDE_RULES = ("mocap", "female-left")
+SPLIT_POLICIES = ("random", "mesm", "session")
 CROPS = {"L": (0.0, 0.0, 0.5, 1.0), "R": (0.5, 0.0, 0.5, 1.0)}
 
 _DIALOG = r"Ses0(?P<session>[1-5])(?P<letter>[FM])_(?:impro0[1-8][ab]?|script0[1-3]_[1-3]b?)"
@@ -39,8 +51,55 @@ class _Label:
     where: str
 
 
-def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES,
-                  side_rule: str = "mocap") -> ParseResult:
+def prepare_iemocap(
+    src: Path,
+    out: Path,
+    *,
+    split: str = "random",
+    seed: int = 0,
+    ratios: Sequence[float] | str = DEFAULT_RATIOS,
+    jobs: int = 1,
+    strict: bool = False,
+    progress: bool = True,
+    classes: Sequence[str] = IEMOCAP_CLASSES,
+    side_rule: str = "mocap",
+    test_session: str | None = None,
+    valid_session: str | None = None,
+) -> RunSummary:
+    """Reorganize the release at ``src`` into clips, manifest and splits under ``out`` (``data-reorg iemocap``).
+
+    ``split``: ``random`` (``seed``, ``ratios``), ``mesm`` (the published MESM lists) or ``session``
+    (``test_session`` / ``valid_session`` held out; by default the last session found and the one before).
+    Raises FileNotFoundError / ValueError for a missing SRC, an OUT inside SRC or a bad argument,
+    StrictModeError under ``strict`` at the first utterance that cannot be kept.
+    """
+    if split not in SPLIT_POLICIES:
+        raise ValueError(f"unknown IEMOCAP split {split!r}; choose one of {SPLIT_POLICIES}")
+    src = resolve_source(src, out)
+    parsed = parse_release(src, classes=tuple(classes), side_rule=side_rule)
+    spec = _split_spec(split, parsed, seed, ratios, test_session, valid_session)
+    return reorganize(parsed, spec, RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress))
+
+
+def _split_spec(
+    split: str,
+    parsed: ParseResult,
+    seed: int,
+    ratios: Sequence[float] | str,
+    test_session: str | None,
+    valid_session: str | None,
+) -> SplitSpec:
+    if split == "random":
+        return random_split_spec(seed, ratios)
+    if split == "mesm":
+        return SplitSpec("list", list_name="mesm_iemocap")
+    sessions = sorted({request.group for request in parsed.requests}, key=int)
+    test = test_session or (sessions[-1] if sessions else "5")
+    valid = valid_session or next((s for s in reversed(sessions) if s != test), "4")
+    return SplitSpec("group", test_groups=(str(test),), valid_groups=(str(valid),))
+
+
+def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES, side_rule: str = "mocap") -> ParseResult:
     """Requests for the utterances of ``src`` labelled with one of ``classes``; everything else as drops.
 
     ``side_rule`` picks the half of the frame that shows the speaker: ``mocap`` puts the actor wearing
@@ -51,18 +110,29 @@ def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES,
     src = Path(src)
     found = ParseResult()
     labels, texts = _read_release(src, found)
-    found.drops.extend(Drop(item, f"no EmoEvaluation label ({where})", expected=True)
-                       for item, (_, where) in texts.items() if item not in labels)
+    found.drops.extend(
+        Drop(item, f"no EmoEvaluation label ({where})", expected=True)
+        for item, (_, where) in texts.items()
+        if item not in labels
+    )
     for label in sorted(labels.values(), key=lambda lab: lab.id):
         if label.code in classes:
             found.requests.append(_request(src, label, texts.get(label.id, ("", ""))[0], side_rule))
         else:
-            found.drops.append(Drop(label.id, f"label {label.code!r} is not one of the classes "
-                                              f"{','.join(classes)} ({label.where})", expected=True))
+            found.drops.append(
+                Drop(
+                    label.id,
+                    f"label {label.code!r} is not one of the classes {','.join(classes)} ({label.where})",
+                    expected=True,
+                )
+            )
     untranscribed = [request.id for request in found.requests if request.id not in texts]
     if untranscribed:
-        log.warning("%d labelled IEMOCAP utterances have no transcript line; their texts are empty (e.g. %s)",
-                    len(untranscribed), ", ".join(untranscribed[:5]))
+        log.warning(
+            "%d labelled IEMOCAP utterances have no transcript line; their texts are empty (e.g. %s)",
+            len(untranscribed),
+            ", ".join(untranscribed[:5]),
+        )
     found.drops.sort(key=lambda drop: drop.id)
     return found
 
@@ -75,8 +145,9 @@ def _read_release(src: Path, found: ParseResult) -> tuple[dict[str, _Label], dic
         for path in corpus_text_files(session / "dialog" / "EmoEvaluation", src, found):
             _read_emo_evaluation(path, src, labels, found)
             if not (session / "dialog" / "transcriptions" / path.name).is_file():
-                log.warning("%s: no transcription file for this dialog; its texts are left empty",
-                            path.relative_to(src))
+                log.warning(
+                    "%s: no transcription file for this dialog; its texts are left empty", path.relative_to(src)
+                )
         for path in corpus_text_files(session / "dialog" / "transcriptions", src, found):
             _read_transcription(path, src, texts, found)
     return labels, texts
@@ -85,8 +156,9 @@ def _read_release(src: Path, found: ParseResult) -> tuple[dict[str, _Label], dic
 def _session_dirs(src: Path) -> list[Path]:
     sessions = sorted(path for path in src.glob("Session[1-5]") if (path / "dialog" / "EmoEvaluation").is_dir())
     if not sessions:
-        raise FileNotFoundError(f"{src}: no Session<N>/dialog/EmoEvaluation folder; "
-                                "expected an IEMOCAP_full_release folder")
+        raise FileNotFoundError(
+            f"{src}: no Session<N>/dialog/EmoEvaluation folder; expected an IEMOCAP_full_release folder"
+        )
     return sessions
 
 
@@ -105,8 +177,9 @@ def _read_emo_evaluation(path: Path, src: Path, labels: dict[str, _Label], found
         if not _UTTERANCE.fullmatch(label.id):
             found.drops.append(Drop(label.id, f"utterance id does not match the IEMOCAP id rule ({where})"))
         elif label.id in labels:
-            found.drops.append(Drop(label.id, f"duplicate EmoEvaluation block ({where}); "
-                                              f"the one at {labels[label.id].where} is kept"))
+            found.drops.append(
+                Drop(label.id, f"duplicate EmoEvaluation block ({where}); the one at {labels[label.id].where} is kept")
+            )
         else:
             labels[label.id] = label
 
@@ -138,8 +211,7 @@ def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]]
         if item and _UTTERANCE.fullmatch(item):
             texts[item] = (match["text"].strip(), where)
         elif item and _UNLABELLED.fullmatch(item):
-            found.drops.append(Drop(item, f"unlabelled utterance (XX id) in the transcript ({where})",
-                                    expected=True))
+            found.drops.append(Drop(item, f"unlabelled utterance (XX id) in the transcript ({where})", expected=True))
         else:
             found.drops.append(Drop(where, f"transcript line is not an utterance: {line!r}", expected=True))
 
@@ -158,11 +230,23 @@ def _request(src: Path, label: _Label, text: str, side_rule: str) -> ClipRequest
     channel = 0 if side == "L" else 1
     session_dir = src / f"Session{session}"
     return ClipRequest(
-        id=label.id, dataset="iemocap", label=label.code, start=label.start, end=label.end, text=text,
+        id=label.id,
+        dataset="iemocap",
+        label=label.code,
+        start=label.start,
+        end=label.end,
+        text=text,
         video=session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
         audio=AudioSource(session_dir / "sentences" / "wav" / dialog / f"{label.id}.wav", "sentence_wav"),
-        group=session, crop=CROPS[side], side=side,
+        group=session,
+        crop=CROPS[side],
+        side=side,
         # Dialog wav channels follow the video halves: 0 = left actor, 1 = right actor.
-        fallback_audio=AudioSource(session_dir / "dialog" / "wav" / f"{dialog}.wav",
-                                   f"dialog_wav_channel_{channel}", channel, label.start, label.end),
+        fallback_audio=AudioSource(
+            session_dir / "dialog" / "wav" / f"{dialog}.wav",
+            f"dialog_wav_channel_{channel}",
+            channel,
+            label.start,
+            label.end,
+        ),
     )

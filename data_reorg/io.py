@@ -1,4 +1,5 @@
 """Small file helpers shared by every stage: atomic writes, JSON lines, checksums, safe file names."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}

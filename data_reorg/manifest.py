@@ -5,6 +5,7 @@ how to label it) and :class:`Drop` objects (what it refused, with the reason). T
 requests into ``OUT/video/<id>.mp4`` and ``OUT/audio/<id>.wav`` and writes one manifest row per kept
 utterance with the fields of :data:`MANIFEST_FIELDS`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,23 @@ from pathlib import Path
 from data_reorg.io import read_jsonl, read_lines_lenient
 
 # ``audio_source`` was added last: manifests written before it lack it, and every reader copes.
-MANIFEST_FIELDS = ("id", "dataset", "split", "label", "start", "end", "text", "video", "audio",
-                   "side", "fps", "num_frames", "num_samples", "sha256", "audio_source")
+MANIFEST_FIELDS = (
+    "id",
+    "dataset",
+    "split",
+    "label",
+    "start",
+    "end",
+    "text",
+    "video",
+    "audio",
+    "side",
+    "fps",
+    "num_frames",
+    "num_samples",
+    "sha256",
+    "audio_source",
+)
 SPLITS = ("train", "valid", "test")
 IEMOCAP_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
 MOSEI_EMOTIONS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
@@ -109,8 +125,9 @@ def corpus_text_files(folder: Path, src: Path, found: ParseResult) -> list[Path]
     for path in sorted(entry for entry in folder.iterdir() if entry.is_file()):
         if path.name.startswith("."):
             rel = path.relative_to(src).as_posix()
-            found.drops.append(Drop(rel, f"{rel}: hidden file skipped (macOS resource fork or other dot-file)",
-                                    expected=True))
+            found.drops.append(
+                Drop(rel, f"{rel}: hidden file skipped (macOS resource fork or other dot-file)", expected=True)
+            )
         elif path.suffix == ".txt":
             files.append(path)
     return files

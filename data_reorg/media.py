@@ -1,4 +1,8 @@
-"""Video and audio cutting. Each source video is decoded once, by one ffmpeg process, for all of its clips."""
+"""Video and audio cutting. Each source video is decoded once, by one ffmpeg process, for all of its clips.
+
+:func:`read_audio` is the one audio reader of the project (clips, source wavs, media files' audio tracks).
+"""
+
 from __future__ import annotations
 
 import math
@@ -23,6 +27,18 @@ CLIP_QUALITY = 5  # MPEG-4 qscale: 1 best .. 31 worst
 
 class MediaError(Exception):
     """A source file is missing, unreadable or yields nothing for the requested interval."""
+
+
+class AudioReadError(MediaError):
+    """:func:`read_audio` cannot give samples of ``path``; ``reason`` says why. Picklable (worker processes)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -113,8 +129,11 @@ def cut_video(src: Path, cuts: list[VideoCut], info: VideoInfo) -> dict[str, int
     results: dict[str, int | MediaError] = dict(written)
     for cut in missing:
         if cut.key not in written:
-            results[cut.key] = beyond if cut.stop > decodable else failure or MediaError(
-                f"{src}: frames [{cut.first}, {cut.stop}) did not all decode")
+            results[cut.key] = (
+                beyond
+                if cut.stop > decodable
+                else failure or MediaError(f"{src}: frames [{cut.first}, {cut.stop}) did not all decode")
+            )
     return results
 
 
@@ -122,9 +141,11 @@ def _beyond_decodable(src: Path, decodable: int, info: VideoInfo, failure: Media
     """The one reason of every clip of ``src`` that ends after its first ``decodable`` frames."""
     if decodable == 0:
         return failure or MediaError(f"{src}: no frame of the video decodes")
-    return MediaError(f"{src}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) "
-                      f"of the {info.num_frames} its header declares (truncated or damaged file); "
-                      "clips past that point are dropped")
+    return MediaError(
+        f"{src}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) "
+        f"of the {info.num_frames} its header declares (truncated or damaged file); "
+        "clips past that point are dropped"
+    )
 
 
 def _encode_cuts(src: Path, cuts: list[VideoCut], info: VideoInfo) -> tuple[dict[str, int], MediaError | None]:
@@ -137,11 +158,15 @@ def _encode_cuts(src: Path, cuts: list[VideoCut], info: VideoInfo) -> tuple[dict
         stream = branches[index].trim(start_frame=cut.first, end_frame=cut.stop).setpts("PTS-STARTPTS")
         if cut.crop is not None:
             stream = stream.crop(*_crop_pixels(cut.crop, info))
-        outputs.append(stream.output(str(temps[cut.key]), vcodec="mpeg4", threads=1, fps_mode="passthrough",
-                                     **{"q:v": CLIP_QUALITY}))
+        outputs.append(
+            stream.output(
+                str(temps[cut.key]), vcodec="mpeg4", threads=1, fps_mode="passthrough", **{"q:v": CLIP_QUALITY}
+            )
+        )
     try:
         ffmpeg.merge_outputs(*outputs).global_args("-nostdin", "-v", "error").overwrite_output().run(
-            cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+            cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True
+        )
         frames = {cut.key: _finish_cut(cut, temps[cut.key]) for cut in cuts}
         return {key: count for key, count in frames.items() if count is not None}, None
     except ffmpeg.Error as error:
@@ -172,9 +197,27 @@ def decodable_frames(src: Path) -> int:
     One full decode pass (to ffmpeg's null muxer, every decoded frame passed through), stopped at the
     first error, so the count is the frame index up to which trims of the same stream are exact.
     """
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-xerror", "-err_detect", "explode",
-               "-i", str(src), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null",
-               "-progress", "pipe:1", "-nostats", "-"]
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-xerror",
+        "-err_detect",
+        "explode",
+        "-i",
+        str(src),
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "null",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-",
+    ]
     progress = subprocess.run(command, capture_output=True, text=True, errors="replace").stdout
     counts = re.findall(r"^frame=(\d+)$", progress, flags=re.MULTILINE)
     return int(counts[-1]) if counts else 0
@@ -187,31 +230,77 @@ def _crop_pixels(crop: tuple[float, float, float, float], info: VideoInfo) -> tu
     return round(x * info.width), round(y * info.height), width - width % 2, height - height % 2
 
 
-def read_audio(path: Path, start: float | None = None, end: float | None = None,
-               channel: int = 0) -> np.ndarray:
+def read_audio(
+    path: Path | str, start: float | None = None, end: float | None = None, channel: int = 0, *, min_samples: int = 1
+) -> np.ndarray:
     """Float32 mono samples at 16 kHz of ``path`` over [start, end) seconds (whole file by default).
 
-    ``channel`` picks one channel of a multi-channel file (clamped to the last one that exists);
-    other rates are resampled with a polyphase filter.
+    The one audio reader of the project: a sound file (wav, flac, ... by suffix) is read by libsndfile,
+    ``channel`` picks one of its channels (clamped to the last one that exists) and other rates are
+    resampled with a polyphase filter; any other file (mp4, avi, mkv, ...) is a media container whose
+    first audio stream ffmpeg decodes, downmixes to mono and resamples. Fewer than ``min_samples``
+    samples (e.g. one analysis window) is an error. Every failure is an :class:`AudioReadError` that
+    names the file: missing, unreadable, no audio stream, or no audio in the interval.
     """
     if not Path(path).is_file():
-        raise MediaError(f"{path}: audio file is missing")
+        raise AudioReadError(path, "audio file is missing")
+    if _is_sound_file(path):
+        samples = _read_sound_file(path, start, end, channel)
+    else:
+        samples = _decode_audio_track(path, start, end)
+    if samples.size < min_samples:
+        found = f"only {samples.size} audio samples" if samples.size else "no audio samples"
+        needed = f", fewer than the {min_samples} needed" if samples.size else ""
+        raise AudioReadError(path, f"{found} in [{start}, {end}){needed}")
+    return samples
+
+
+def _is_sound_file(path: Path | str) -> bool:
+    return Path(path).suffix.lstrip(".").upper() in sf.available_formats()
+
+
+def _read_sound_file(path: Path | str, start: float | None, end: float | None, channel: int) -> np.ndarray:
     try:
         info = sf.info(str(path))
         first = 0 if start is None else max(0, int(round(start * info.samplerate)))
         stop = info.frames if end is None else min(info.frames, int(round(end * info.samplerate)))
         if stop <= first:
-            raise MediaError(f"{path}: no audio in [{start}, {end}) (file is {info.duration:.3f} s)")
+            raise AudioReadError(path, f"no audio in [{start}, {end}) (file is {info.duration:.3f} s)")
         samples, rate = sf.read(str(path), start=first, stop=stop, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise MediaError(f"{path}: unreadable audio ({error})") from error
+        raise AudioReadError(path, f"unreadable audio ({error})") from error
     mono = samples[:, min(channel, samples.shape[1] - 1)]
     if rate != SAMPLE_RATE:
         divisor = math.gcd(int(rate), SAMPLE_RATE)
         mono = resample_poly(mono, SAMPLE_RATE // divisor, int(rate) // divisor).astype(np.float32)
-    if mono.size == 0:
-        raise MediaError(f"{path}: no audio samples in [{start}, {end})")
     return mono
+
+
+def _decode_audio_track(path: Path | str, start: float | None, end: float | None) -> np.ndarray:
+    """The first audio stream of a media container over [start, end), decoded to 16 kHz mono by ffmpeg."""
+    first = max(0.0, start or 0.0)
+    if end is not None and end <= first:
+        return np.zeros(0, np.float32)  # ffmpeg reads "-t 0" as no limit at all
+    options = {"ss": first} if first else {}
+    if end is not None:
+        options["t"] = end - first
+    try:
+        raw, _ = (
+            ffmpeg.input(str(path), **options)
+            .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE)
+            .global_args("-nostdin", "-v", "error")
+            .run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as error:
+        raise _audio_track_error(path, error.stderr.decode("utf-8", "replace")) from error
+    return np.frombuffer(raw, dtype=np.float32).copy()
+
+
+def _audio_track_error(path: Path | str, stderr: str) -> AudioReadError:
+    if "matches no streams" in stderr:  # ffmpeg's answer to "-map 0:a" on a file without audio
+        return AudioReadError(path, "the file has no audio stream")
+    detail = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
+    return AudioReadError(path, f"cannot decode the audio track ({detail[0]})")
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:

@@ -9,19 +9,23 @@ Media files are not opened or even checked here: a missing or corrupt video or w
 pipeline for each of its clips (``<path>: video file is missing`` ...), in the same place as every
 other media problem (unreadable container, segment past the end of the media).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_reorg.csd import CSDError, interval_problem, label_problem, read_csd
-from data_reorg.manifest import (AudioSource, ClipRequest, Drop, ParseResult, corpus_text_files,
-                                 read_corpus_lines)
+from data_reorg.manifest import AudioSource, ClipRequest, Drop, ParseResult, corpus_text_files, read_corpus_lines
+from data_reorg.pipeline import RunOptions, RunSummary, reorganize, resolve_source
+from data_reorg.splits import DEFAULT_RATIOS, SplitSpec, random_split_spec
 
 CSD_NAME = "CMU_MOSEI_Labels.csd"
+SPLIT_POLICIES = ("random", "mesm", "sdk")
 # Canonical emotion k (manifest.MOSEI_EMOTIONS: anger, disgust, fear, happy, sad, surprise) is CSD
 # features column CSD_COLUMNS[k] (CSD order: sentiment, happy, sad, anger, surprise, disgust, fear).
 CSD_COLUMNS = (3, 5, 6, 1, 2, 4)
@@ -54,6 +58,42 @@ class Segment:
         return f"{self.vid}_{self.clip}"
 
 
+def prepare_mosei(
+    src: Path,
+    out: Path,
+    *,
+    split: str = "random",
+    seed: int = 0,
+    ratios: Sequence[float] | str = DEFAULT_RATIOS,
+    jobs: int = 1,
+    strict: bool = False,
+    progress: bool = True,
+    labels: Path | None = None,
+) -> RunSummary:
+    """Reorganize the release at ``src`` into clips, manifest and splits under ``out`` (``data-reorg mosei``).
+
+    ``split``: ``random`` (``seed``, ``ratios``), ``mesm`` (the published MESM lists) or ``sdk`` (the
+    CMU Multimodal SDK folds, by video). ``labels``: the CSD file, by default ``src/CMU_MOSEI_Labels.csd``.
+    Raises FileNotFoundError / ValueError for a missing SRC or labels, an OUT inside SRC or a bad argument,
+    StrictModeError under ``strict`` at the first segment that cannot be kept.
+    """
+    if split not in SPLIT_POLICIES:
+        raise ValueError(f"unknown CMU-MOSEI split {split!r}; choose one of {SPLIT_POLICIES}")
+    src = resolve_source(src, out)
+    parsed = parse_release(src, label_file=labels)
+    return reorganize(
+        parsed, _split_spec(split, seed, ratios), RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress)
+    )
+
+
+def _split_spec(split: str, seed: int, ratios: Sequence[float] | str) -> SplitSpec:
+    if split == "random":
+        return random_split_spec(seed, ratios)
+    if split == "mesm":
+        return SplitSpec("list", list_name="mesm_mosei")
+    return SplitSpec("list", list_name="mosei_sdk_folds", by_group=True)
+
+
 def parse_release(src: Path, label_file: Path | None = None) -> ParseResult:
     """Requests for every transcript segment that has a label row, and drops for everything else.
 
@@ -81,16 +121,19 @@ def find_layout(src: Path) -> Layout:
 
     ``src`` may be the release root or the ``Raw``/``MOSEI_Raw`` folder itself.
     """
-    candidates = [Layout(base / "Transcript/Segmented/Combined", base / "Videos/Full/Combined",
-                         base / "Audio/Full/WAV_16000") for base in (src / "Raw", src)]
-    candidates += [Layout(base / "Transcript/Combined", base / "Videos/Full/Combined",
-                          base / "Audio/WAV_16000") for base in (src / "MOSEI_Raw", src)]
+    candidates = [
+        Layout(base / "Transcript/Segmented/Combined", base / "Videos/Full/Combined", base / "Audio/Full/WAV_16000")
+        for base in (src / "Raw", src)
+    ]
+    candidates += [
+        Layout(base / "Transcript/Combined", base / "Videos/Full/Combined", base / "Audio/WAV_16000")
+        for base in (src / "MOSEI_Raw", src)
+    ]
     for layout in candidates:
         if layout.transcripts.is_dir():
             return layout
     looked = ", ".join(str(layout.transcripts) for layout in candidates)
-    raise FileNotFoundError(f"{src}: not a CMU-MOSEI release (no segmented transcript folder; "
-                            f"looked for {looked})")
+    raise FileNotFoundError(f"{src}: not a CMU-MOSEI release (no segmented transcript folder; looked for {looked})")
 
 
 def find_csd(src: Path) -> Path:
@@ -105,8 +148,10 @@ def _load_labels(csd_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     labels = read_csd(csd_path)
     for vid, (features, _) in labels.items():
         if features.shape[1] <= max(CSD_COLUMNS):
-            raise CSDError(f"{csd_path}: {vid} has {features.shape[1]} label columns, expected 7 "
-                           f"(sentiment and six emotions); is this the labels CSD?")
+            raise CSDError(
+                f"{csd_path}: {vid} has {features.shape[1]} label columns, expected 7 "
+                f"(sentiment and six emotions); is this the labels CSD?"
+            )
     return labels
 
 
@@ -143,7 +188,7 @@ def _parse_line(vid: str, line: str) -> tuple[Segment | None, str | None]:
     prefix = f"{vid}___"
     if not line.startswith(prefix):
         return None, f"does not start with the file's video id {prefix!r}"
-    fields = line[len(prefix):].split("___", 3)
+    fields = line[len(prefix) :].split("___", 3)
     if len(fields) != 4:
         return None, "expected <vid>___<clip>___<start>___<end>___<text>"
     clip, start, end, text = fields
@@ -158,8 +203,9 @@ def _parse_line(vid: str, line: str) -> tuple[Segment | None, str | None]:
     return Segment(vid, int(clip), start_s, end_s, text.strip()), None
 
 
-def _label_video(vid: str, segments: list[Segment], features: np.ndarray, intervals: np.ndarray,
-                 csd_name: str) -> tuple[list[tuple[Segment, int]], list[Drop]]:
+def _label_video(
+    vid: str, segments: list[Segment], features: np.ndarray, intervals: np.ndarray, csd_name: str
+) -> tuple[list[tuple[Segment, int]], list[Drop]]:
     """(segment, CSD row) pairs of one video whose labels can be trusted, plus drops for the rest:
     rows whose interval is unusable, segments and rows left unmatched, segments whose row holds a NaN,
     infinite or out-of-range value."""
@@ -170,11 +216,15 @@ def _label_video(vid: str, segments: list[Segment], features: np.ndarray, interv
     usable = [row for row, problem in problems.items() if problem is None]
     found = match_intervals([(s.start, s.end) for s in segments], [rows[row] for row in usable])
     pairs = {i: usable[j] for i, j in sorted(found.items())}
-    drops += [Drop(s.id, f"no label row in {csd_name} for {vid} [{s.start}, {s.end}]", expected=True)
-              for i, s in enumerate(segments) if i not in pairs]
+    drops += [
+        Drop(s.id, f"no label row in {csd_name} for {vid} [{s.start}, {s.end}]", expected=True)
+        for i, s in enumerate(segments)
+        if i not in pairs
+    ]
     why = "matches no transcript segment" if segments else "video has no segmented transcript"
-    drops += [Drop(f"{vid}[row {row}]", f"{where[row]}: {why}", expected=True)
-              for row in usable if row not in pairs.values()]
+    drops += [
+        Drop(f"{vid}[row {row}]", f"{where[row]}: {why}", expected=True) for row in usable if row not in pairs.values()
+    ]
     labelled = {i: label_problem(features[row]) for i, row in pairs.items()}
     drops += [Drop(segments[i].id, f"{where[pairs[i]]}: {problem}") for i, problem in labelled.items() if problem]
     return [(segments[i], pairs[i]) for i, problem in labelled.items() if problem is None], drops
@@ -221,8 +271,13 @@ def _request(segment: Segment, features: np.ndarray, layout: Layout) -> ClipRequ
     """Negative starts (a few CSD/transcript intervals begin before 0 s) are clamped for video and audio."""
     start = max(0.0, segment.start)
     return ClipRequest(
-        id=segment.id, dataset="mosei", label=emotion_labels(features), start=start, end=segment.end,
-        text=segment.text, video=layout.videos / f"{segment.vid}.mp4",
+        id=segment.id,
+        dataset="mosei",
+        label=emotion_labels(features),
+        start=start,
+        end=segment.end,
+        text=segment.text,
+        video=layout.videos / f"{segment.vid}.mp4",
         audio=AudioSource(layout.audio / f"{segment.vid}.wav", "full_wav_channel_0", 0, start, segment.end),
         group=segment.vid,
     )

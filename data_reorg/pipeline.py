@@ -9,15 +9,16 @@ complete files, and a rerun re-cuts exactly the clips that are missing or fail t
 Splits are assigned from the parsed ids before any media is read, so a clip that cannot be cut
 removes only itself: every other id keeps its split.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -53,6 +54,18 @@ class RunSummary:
     warnings: int = 0  # fallbacks while reading (reorg.json ``warnings``)
 
 
+def resolve_source(src: Path, out: Path) -> Path:
+    """``src`` resolved, once it exists and ``out`` is not inside it: data-reorg never writes inside the
+    source. Resolved because resume fingerprints hold source paths: relative and absolute runs agree."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
+    src_resolved, out_resolved = src.resolve(), out.resolve()
+    if out_resolved == src_resolved or src_resolved in out_resolved.parents:
+        raise ValueError(f"OUT {out} is inside SRC {src}: data-reorg never writes inside the source")
+    return src_resolved
+
+
 def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) -> RunSummary:
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,20 +89,23 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     return summary
 
 
-def _summarize(rows: list[dict], dropped: int, resumed: int, split: SplitResult,
-               notes: list[Note]) -> RunSummary:
+def _summarize(rows: list[dict], dropped: int, resumed: int, split: SplitResult, notes: list[Note]) -> RunSummary:
     split_counts = {name: sum(row["split"] == name for row in rows) for name in SPLITS}
     audio_sources = dict(sorted(Counter(row["audio_source"] for row in rows).items()))
-    return RunSummary(len(rows), dropped, resumed, split_counts, len(split.missing_from_corpus), audio_sources,
-                      len(notes))
+    return RunSummary(
+        len(rows), dropped, resumed, split_counts, len(split.missing_from_corpus), audio_sources, len(notes)
+    )
 
 
 def _assign_splits(spec: SplitSpec, requests: dict[str, ClipRequest]) -> SplitResult:
     """Splits of every parsed, labelled id (grouped by ``request.group``), before any media is read."""
     split = assign_splits(spec, {item: request.group for item, request in requests.items()})
     if split.missing_from_corpus:
-        log.warning("%d ids of the split lists are not in this corpus copy (e.g. %s)",
-                    len(split.missing_from_corpus), ", ".join(split.missing_from_corpus[:5]))
+        log.warning(
+            "%d ids of the split lists are not in this corpus copy (e.g. %s)",
+            len(split.missing_from_corpus),
+            ", ".join(split.missing_from_corpus[:5]),
+        )
     return split
 
 
@@ -200,8 +216,13 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
     for request in requests:
         start, end = max(0.0, request.start), min(request.end, info.duration)
         if start >= info.duration:
-            drops.append(Drop(request.id, f"{video}: interval [{request.start}, {request.end}] starts after "
-                                          f"the end of the video ({info.duration:.3f} s)"))
+            drops.append(
+                Drop(
+                    request.id,
+                    f"{video}: interval [{request.start}, {request.end}] starts after "
+                    f"the end of the video ({info.duration:.3f} s)",
+                )
+            )
             continue
         try:
             audio[request.id] = _read_request_audio(request, info.duration)
@@ -209,8 +230,7 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
             drops.append(Drop(request.id, str(error)))
             continue
         first, stop = frame_span(start, end, info)
-        cuts.append(VideoCut(request.id, first, stop, out / "video" / f"{safe_name(request.id)}.mp4",
-                             request.crop))
+        cuts.append(VideoCut(request.id, first, stop, out / "video" / f"{safe_name(request.id)}.mp4", request.crop))
     frames = cut_video(video, cuts, info) if cuts else {}
     by_id = {request.id: request for request in requests}
     records = {}
@@ -220,8 +240,9 @@ def cut_source(video: Path, requests: list[ClipRequest], out: Path) -> tuple[dic
             drops.append(Drop(cut.key, str(result)))
             continue
         request = by_id[cut.key]
-        records[cut.key] = _finish_clip(request, out, audio[cut.key], info.fps, result,
-                                        max(0.0, request.start), min(request.end, info.duration))
+        records[cut.key] = _finish_clip(
+            request, out, audio[cut.key], info.fps, result, max(0.0, request.start), min(request.end, info.duration)
+        )
     return records, drops
 
 
@@ -239,17 +260,26 @@ def _read_request_audio(request: ClipRequest, video_duration: float):
     raise MediaError("; ".join(errors))
 
 
-def _finish_clip(request: ClipRequest, out: Path, audio: tuple, fps: float, num_frames: int,
-                 start: float, end: float) -> dict:
+def _finish_clip(
+    request: ClipRequest, out: Path, audio: tuple, fps: float, num_frames: int, start: float, end: float
+) -> dict:
     samples, audio_source = audio
     name = safe_name(request.id)
     video_rel, audio_rel = f"video/{name}.mp4", f"audio/{name}.wav"
     write_wav(out / audio_rel, samples)
     record = {
-        "id": request.id, "dataset": request.dataset, "label": request.label,
-        "start": round(start, 4), "end": round(end, 4), "text": request.text,
-        "video": video_rel, "audio": audio_rel, "side": request.side, "fps": fps,
-        "num_frames": num_frames, "num_samples": int(len(samples)),
+        "id": request.id,
+        "dataset": request.dataset,
+        "label": request.label,
+        "start": round(start, 4),
+        "end": round(end, 4),
+        "text": request.text,
+        "video": video_rel,
+        "audio": audio_rel,
+        "side": request.side,
+        "fps": fps,
+        "num_frames": num_frames,
+        "num_samples": int(len(samples)),
         "sha256": {"video": sha256_file(out / video_rel), "audio": sha256_file(out / audio_rel)},
         "audio_source": audio_source,
     }
@@ -258,14 +288,20 @@ def _finish_clip(request: ClipRequest, out: Path, audio: tuple, fps: float, num_
     return record
 
 
-def _write_outputs(out: Path, rows: list[dict], drops: list[Drop], notes: list[Note], spec: SplitSpec,
-                   summary: RunSummary) -> None:
+def _write_outputs(
+    out: Path, rows: list[dict], drops: list[Drop], notes: list[Note], spec: SplitSpec, summary: RunSummary
+) -> None:
     for name in SPLITS:
         ids = [row["id"] for row in rows if row["split"] == name]
         write_text_atomic(out / "splits" / f"{name}.txt", "".join(item + "\n" for item in ids))
     write_jsonl_atomic(out / "dropped.jsonl", [drop.row() for drop in sorted(drops, key=lambda d: d.id)])
-    run = {"split": asdict(spec), "kept": summary.kept, "dropped": summary.dropped,
-           "split_list_ids_missing_from_corpus": summary.missing_from_split_lists,
-           "audio_sources": summary.audio_sources, "warnings": [note.row() for note in notes]}
+    run = {
+        "split": asdict(spec),
+        "kept": summary.kept,
+        "dropped": summary.dropped,
+        "split_list_ids_missing_from_corpus": summary.missing_from_split_lists,
+        "audio_sources": summary.audio_sources,
+        "warnings": [note.row() for note in notes],
+    }
     write_text_atomic(out / "reorg.json", json.dumps(run, indent=2, ensure_ascii=False))
     write_jsonl_atomic(out / "manifest.jsonl", rows)

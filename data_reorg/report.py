@@ -1,4 +1,5 @@
 """``data-reorg stats`` and ``data-reorg verify``: read a reorganized folder back."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, SPLITS
 from data_reorg.io import read_jsonl
-from data_reorg.media import MediaError, SAMPLE_RATE, probe_video
+from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, SPLITS
+from data_reorg.media import SAMPLE_RATE, MediaError, probe_video
 from data_reorg.pipeline import clip_problems
 from data_reorg.tables import markdown_table
 
@@ -48,8 +49,16 @@ def split_statistics(rows: list[dict]) -> dict:
 def format_statistics(stats: dict, dropped: list[dict]) -> str:
     names = list(stats["all"]["classes"])
     header = ["split", "utts", "hours", "mean s"] + names
-    rows = [[split, entry["utterances"], f"{entry['hours']:.3f}", f"{entry['mean_seconds']:.2f}",
-             *(entry["classes"][name] for name in names)] for split, entry in stats.items()]
+    rows = [
+        [
+            split,
+            entry["utterances"],
+            f"{entry['hours']:.3f}",
+            f"{entry['mean_seconds']:.2f}",
+            *(entry["classes"][name] for name in names),
+        ]
+        for split, entry in stats.items()
+    ]
     reasons = Counter(_reason_kind(row["reason"]) for row in dropped)
     lines = [markdown_table(header, rows), "", f"dropped: {len(dropped)}"]
     lines += [f"  {count:6d}  {reason}" for reason, count in reasons.most_common()]

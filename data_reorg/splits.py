@@ -3,15 +3,18 @@
 Every mode is a pure function of the kept ids (and their groups), so the same inputs and seed give the
 same split on any machine: ids are sorted before a seeded ``random.Random`` shuffles them.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
 from data_reorg.manifest import SPLITS, Drop
 
 SHIPPED_LISTS = {"mesm_iemocap", "mesm_mosei", "mosei_sdk_folds"}
+DEFAULT_RATIOS = (0.7, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class SplitSpec:
 
     mode: str = "random"
     seed: int = 0
-    ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
     list_name: str | None = None
     by_group: bool = False
     test_groups: tuple[str, ...] = ()
@@ -38,6 +41,23 @@ class SplitResult:
     assignment: dict[str, str] = field(default_factory=dict)
     drops: list[Drop] = field(default_factory=list)
     missing_from_corpus: list[str] = field(default_factory=list)
+
+
+def random_split_spec(seed: int, ratios: Sequence[float] | str = DEFAULT_RATIOS) -> SplitSpec:
+    """The ``random`` policy. ``ratios`` may be the CLI's comma-separated text: it is read only here,
+    so a bad value is an error only where a random split needs it."""
+    return SplitSpec("random", seed, parse_ratios(ratios))
+
+
+def parse_ratios(ratios: Sequence[float] | str) -> tuple[float, float, float]:
+    """(train, valid, test) from three numbers or their comma-separated text; ValueError otherwise."""
+    try:
+        values = tuple(float(part) for part in (ratios.split(",") if isinstance(ratios, str) else ratios))
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3:
+        raise ValueError(f"--ratios must be three comma-separated numbers, got {ratios!r}")
+    return values
 
 
 def load_split_lists(name: str) -> dict[str, list[str]]:

@@ -8,6 +8,7 @@ at once. (A program a worker runs, e.g. ffmpeg, is not a worker: it ends when it
 A worker that dies (a signal, the out-of-memory killer) is reported as
 ``worker <pid> died (SIGKILL); rerun to resume`` instead of a ``BrokenProcessPool`` traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCHDOG_INTERVAL_S = 0.5
@@ -44,17 +45,21 @@ class _Pool(ProcessPoolExecutor):
 
 
 @contextlib.contextmanager
-def worker_pool(jobs: int, initializer: Callable | None = None,
-                initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
+def worker_pool(jobs: int, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
     """A ``ProcessPoolExecutor`` of ``jobs`` spawned workers, each running ``initializer(*initargs)`` first.
 
     Spawned, never forked: forking a process whose threads (torch pools, tqdm's monitor) are running
     can deadlock. Leaving the block, normally or by an error in one task, waits for every task, so the
     work of the others is kept (a rerun then redoes only what failed); by an interrupt
-    (KeyboardInterrupt, SystemExit, a generator closed early) the workers are killed at once. A dead worker raises :class:`WorkerDied`.
+    (KeyboardInterrupt, SystemExit, a generator closed early) the workers are killed at once. A dead
+    worker raises :class:`WorkerDied`.
     """
-    pool = _Pool(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                 initargs=(os.getpid(), initializer, initargs))
+    pool = _Pool(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
     try:
         yield pool
     except BrokenProcessPool as error:

@@ -12,6 +12,7 @@ Two problems on CPU-only machines (see README, "CPU stack"):
 This module must be imported before torchvision, facenet-pytorch or transformers in every process:
 ``e2e/__init__.py`` imports it, so any ``import e2e...`` (pytest, DataLoader workers, subprocesses) does.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -50,7 +51,7 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
 
 def _torchvision_nms_loads() -> bool:
     try:
-        torch.ops.torchvision.nms
+        _ = torch.ops.torchvision.nms  # resolving the op is the test: it raises where it does not load
         return True
     except (AttributeError, RuntimeError):
         return False
@@ -72,6 +73,7 @@ def _patch_torchvision() -> None:
             raise
         _register_torchvision_nms()
         import torchvision  # noqa: F811
+
         torchvision.extension._has_ops = lambda: True
         return
     if not _torchvision_nms_loads():

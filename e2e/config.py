@@ -15,6 +15,7 @@ the value and what is allowed, raised while loading. A field declares its range 
 Files and ``--set`` values are read with :class:`ConfigLoader`: YAML 1.1 as PyYAML reads it, except
 that ``1e-3`` is the float 0.001 (YAML 1.2) rather than the string "1e-3".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +23,12 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import yaml
-
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the shipped configs/ of this checkout
 
@@ -58,7 +59,8 @@ class ConfigLoader(yaml.SafeLoader):
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"))
+    list("-+.0123456789"),
+)
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -237,8 +239,9 @@ def check_value(section: Any, section_name: str, key: str, value: Any, source: s
     naming ``source`` and the key."""
     fields = {f.name: f for f in dataclasses.fields(section)}
     if key not in fields:
-        raise ConfigError(f"{source}: unknown config key {section_name}.{key!r}; "
-                          f"known keys: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"{source}: unknown config key {section_name}.{key!r}; known keys: {', '.join(sorted(fields))}"
+        )
     annotation = typing.get_type_hints(type(section))[key]
     if typing.get_origin(annotation) is Literal:
         return _check_choice(typing.get_args(annotation), f"{source}: {section_name}.{key}", value)
@@ -246,8 +249,11 @@ def check_value(section: Any, section_name: str, key: str, value: Any, source: s
     if type(value) is int and float in allowed and int not in allowed:
         value = float(value)
     if type(value) not in allowed:
-        expected = "true or false" if allowed == (bool,) else " or ".join(
-            "None" if kind is type(None) else kind.__name__ for kind in allowed)
+        expected = (
+            "true or false"
+            if allowed == (bool,)
+            else " or ".join("None" if kind is type(None) else kind.__name__ for kind in allowed)
+        )
         raise ConfigError(f"{source}: {section_name}.{key} must be {expected}, got {value!r}")
     bounds = fields[key].metadata.get("bounds")
     if bounds is not None and value is not None and not bounds.admits(value):
@@ -269,8 +275,9 @@ def _merge(layers: Sequence[Layer]) -> dict[str, dict[str, list[tuple[Any, str]]
             raise ConfigError(f"{source}: must be a mapping of sections (data, model, train), got {values!r}")
         for section_name, section_values in (values or {}).items():
             if section_name not in SECTIONS:
-                raise ConfigError(f"{source}: unknown config section {section_name!r}; "
-                                  f"known sections: {', '.join(SECTIONS)}")
+                raise ConfigError(
+                    f"{source}: unknown config section {section_name!r}; known sections: {', '.join(SECTIONS)}"
+                )
             if not isinstance(section_values, dict):
                 raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
             for key, value in section_values.items():

@@ -1,4 +1,5 @@
 """Session fixtures: the demo corpora are built, reorganized and preprocessed once per test run."""
+
 from __future__ import annotations
 
 import json

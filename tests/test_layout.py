@@ -3,6 +3,7 @@
 Imports are read with ``ast`` from every module (including imports inside functions), so a lazy
 import cannot hide a wrong direction.
 """
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # lowest first: a module may import its own stage and the ones before it
-STAGES = ("data_reorg", "e2e.base", "e2e.data", "e2e.models", "e2e.training", "e2e.analysis", "e2e.reporting",
-          "e2e.experiments", "e2e.cli")
+STAGES = (
+    "data_reorg",
+    "e2e.base",
+    "e2e.data",
+    "e2e.models",
+    "e2e.training",
+    "e2e.analysis",
+    "e2e.reporting",
+    "e2e.experiments",
+    "e2e.cli",
+)
 BASE_MODULES = ("e2e", "e2e.compat", "e2e.config")  # what every stage may use
 
 
@@ -75,7 +85,9 @@ def test_no_model_file_imports_another_model_file():
 
 def test_the_checks_see_a_wrong_import():
     """The walk finds imports inside functions and ``from package import module`` forms (it can fail)."""
-    source = "def f():\n    from e2e.training import trainer\n    import e2e.cli.main\n    from e2e.models import fe2e\n"
+    source = (
+        "def f():\n    from e2e.training import trainer\n    import e2e.cli.main\n    from e2e.models import fe2e\n"
+    )
     names = [name for _, name in imported_modules(source)]
     assert names == ["e2e.training.trainer", "e2e.cli.main", "e2e.models.fe2e"]
     assert all(stage(name) > stage("e2e.data.dataset") for name in names[:2])

@@ -5,6 +5,7 @@ utterance, its probabilities, the kept-site masks of every sparse block and its 
 images; :func:`kept_fractions` is the fraction of each block's grid sites that were kept. The drawing
 is :mod:`e2e.reporting.attention_maps`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ def mel_images(chunks: torch.Tensor) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def sparse_attention(ckpt: Path, ids: list[str], data_dir: Path | None = None
-                     ) -> tuple[dict, dict[str, UtteranceAttention]]:
+def sparse_attention(
+    ckpt: Path, ids: list[str], data_dir: Path | None = None
+) -> tuple[dict, dict[str, UtteranceAttention]]:
     """The loaded checkpoint and, per utterance id (in order), what its model kept. ``data_dir``
     replaces the checkpoint's data folder. A model without sparse traces is refused from the checkpoint's
     config alone, before its weights are loaded."""
@@ -64,10 +66,13 @@ def sparse_attention(ckpt: Path, ids: list[str], data_dir: Path | None = None
 def _items(ids: list[str], config: ExperimentConfig, tokenizer) -> dict[str, tuple[dict, EmotionDataset]]:
     """Each id's dataset item (from whichever split holds it); unknown or skipped ids are one error."""
     splits = {row["id"]: row["split"] for row in load_manifest(config.data.data_dir)}
-    datasets = {split: EmotionDataset(config.data.data_dir, split, config, tokenizer)
-                for split in {splits[i] for i in ids if i in splits}}
-    index = {item.id: (position, dataset) for dataset in datasets.values()
-             for position, item in enumerate(dataset.items)}
+    datasets = {
+        split: EmotionDataset(config.data.data_dir, split, config, tokenizer)
+        for split in {splits[i] for i in ids if i in splits}
+    }
+    index = {
+        item.id: (position, dataset) for dataset in datasets.values() for position, item in enumerate(dataset.items)
+    }
     missing = [i for i in ids if i not in index]
     if missing:
         raise UsageError(f"{config.data.data_dir}: unknown or unusable utterance ids: {', '.join(missing)}")

@@ -19,6 +19,7 @@ Counting rules (1 multiply-add = 2 FLOPs):
 :func:`measure_flops` also counts the dense FE2E CNN on the same frames (on the meta device: FLOPs
 depend on shapes only), so ``ratio`` = MESM / FE2E conv FLOPs of the same utterances.
 """
+
 from __future__ import annotations
 
 import copy
@@ -132,8 +133,9 @@ def _dense_reference_flops(config: ExperimentConfig, modality: str, frames: torc
     return counter.get_total_flops()
 
 
-def _model_and_data(config: ExperimentConfig, data_dir: Path | None, split: str, max_utterances: int,
-                    state_dict: dict | None):
+def _model_and_data(
+    config: ExperimentConfig, data_dir: Path | None, split: str, max_utterances: int, state_dict: dict | None
+):
     tokenizer = load_tokenizer(config.model.text_model) if "t" in config.model.modalities else None
     dataset = EmotionDataset(data_dir or config.data.data_dir, split, config, tokenizer)
     model = build_model(config.model, dataset.class_names)
@@ -144,8 +146,14 @@ def _model_and_data(config: ExperimentConfig, data_dir: Path | None, split: str,
     return model.eval(), dataset
 
 
-def measure_flops(config: ExperimentConfig, data_dir: Path | None = None, split: str = "test",
-                  max_utterances: int = 0, batch_size: int = 8, state_dict: dict | None = None) -> dict:
+def measure_flops(
+    config: ExperimentConfig,
+    data_dir: Path | None = None,
+    split: str = "test",
+    max_utterances: int = 0,
+    batch_size: int = 8,
+    state_dict: dict | None = None,
+) -> dict:
     """Feature-extraction GFLOPs per utterance of ``config``'s model on real utterances of ``split``.
 
     The model is randomly initialised unless ``state_dict`` (e.g. a checkpoint's ``"model"``) is given;
@@ -184,10 +192,14 @@ def _report(config: ExperimentConfig, tally: _Tally) -> dict:
         "ratio": per_utterance["total"] / dense["total"],
         "attention_gflops": attention,
         "ratio_with_attention": (per_utterance["total"] + attention) / dense["total"],
-        "layers": [{"modality": modality, "layer": layer, "kind": entry["kind"],
-                    "gflops_per_utterance": _gflops(entry["flops"], count),
-                    "active_fraction": entry["kept"] / entry["sites"] if entry["sites"] else 1.0}
-                   for (modality, layer), entry in tally.layers.items()],
+        "layers": [
+            {
+                "modality": modality,
+                "layer": layer,
+                "kind": entry["kind"],
+                "gflops_per_utterance": _gflops(entry["flops"], count),
+                "active_fraction": entry["kept"] / entry["sites"] if entry["sites"] else 1.0,
+            }
+            for (modality, layer), entry in tally.layers.items()
+        ],
     }
-
-

@@ -11,6 +11,7 @@ Both transforms are pure (the input batch is never changed) and deterministic gi
   empty form: a single all-zero frame / chunk / feature step (zero is the dataset mean after
   normalisation), or CLS + SEP only for raw text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,7 +72,7 @@ def _pack_tokens(rows: list[torch.Tensor], like: torch.Tensor) -> dict[str, torc
     ids = like.new_zeros(len(rows), width)
     mask = like.new_zeros(len(rows), width)
     for b, row in enumerate(rows):
-        ids[b, :len(row)], mask[b, :len(row)] = row, 1
+        ids[b, : len(row)], mask[b, : len(row)] = row, 1
     return {"text_input_ids": ids, "text_attention_mask": mask}
 
 
@@ -85,8 +86,9 @@ def drop_modalities(batch: Batch, rate: float, generator: torch.Generator) -> Ba
     for modality, (packed_name, lengths_name) in _packed_fields(batch).items():
         gone = removed[:, MODALITIES.index(modality)]
         if gone.any():
-            changes.update(_empty_where(getattr(batch, packed_name), getattr(batch, lengths_name), gone,
-                                        packed_name, lengths_name))
+            changes.update(
+                _empty_where(getattr(batch, packed_name), getattr(batch, lengths_name), gone, packed_name, lengths_name)
+            )
     gone_text = removed[:, 0]
     if batch.text_input_ids is not None and gone_text.any():
         rows = [ids[mask.bool()] for ids, mask in zip(batch.text_input_ids, batch.text_attention_mask)]
@@ -95,13 +97,12 @@ def drop_modalities(batch: Batch, rate: float, generator: torch.Generator) -> Ba
     return dataclasses.replace(batch, **changes)
 
 
-def _empty_where(packed: torch.Tensor, lengths: torch.Tensor, gone: torch.Tensor, packed_name: str,
-                 lengths_name: str) -> dict[str, torch.Tensor]:
+def _empty_where(
+    packed: torch.Tensor, lengths: torch.Tensor, gone: torch.Tensor, packed_name: str, lengths_name: str
+) -> dict[str, torch.Tensor]:
     """Replace the sequences of the ``gone`` utterances by one all-zero element each."""
     pieces = packed.split(lengths.tolist())
     empty = packed.new_zeros(1, *packed.shape[1:])
     rebuilt = [empty if g else piece for piece, g in zip(pieces, gone.tolist())]
     new_lengths = torch.where(gone.to(lengths.device), torch.ones_like(lengths), lengths)
     return {packed_name: torch.cat(rebuilt), lengths_name: new_lengths}
-
-

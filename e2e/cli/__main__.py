@@ -1,4 +1,5 @@
 """``python -m e2e.cli`` and ``torchrun -m e2e.cli``."""
+
 import sys
 
 from e2e.cli.main import main

@@ -1,4 +1,5 @@
 """``e2e flops`` (feature-extraction FLOPs, MESM vs FE2E) and ``e2e visualize`` (MESM's kept sites)."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,13 @@ def run_flops(args: argparse.Namespace) -> int:
     from e2e.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(args.ckpt)["model"] if args.ckpt else None
-    report = measure_flops(load_config(args.config, args.overrides), split=args.split,
-                           max_utterances=args.max_utterances, batch_size=args.batch, state_dict=state)
+    report = measure_flops(
+        load_config(args.config, args.overrides),
+        split=args.split,
+        max_utterances=args.max_utterances,
+        batch_size=args.batch,
+        state_dict=state,
+    )
     print(format_flops_table(report))
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,5 @@
 """``e2e benchmark``: every model on the same clips, splits and metrics; one mean±std table."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,33 +18,50 @@ def register(commands) -> None:
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``benchmark`` and ``sweep missing`` share."""
     add_data_dir(parser)
-    parser.add_argument("--models", default="fe2e,mesm,lf_lstm,lf_trans,emoembs,mult",
-                        help="comma-separated registered models, or 'all' (every model the package ships)")
+    parser.add_argument(
+        "--models",
+        default="fe2e,mesm,lf_lstm,lf_trans,emoembs,mult",
+        help="comma-separated registered models, or 'all' (every model the package ships)",
+    )
     add_seeds(parser, "0,1,2")
-    parser.add_argument("--config-dir", type=config_path, default=None,
-                        help=f"folder of <model>.yaml files (default: {REPO_CONFIGS}/<dataset of DATA_DIR>)")
-    parser.add_argument("--knowledge-data", type=Path, default=None,
-                        help="the other reorganized corpus, where ConKI pretrains its adapters")
+    parser.add_argument(
+        "--config-dir",
+        type=config_path,
+        default=None,
+        help=f"folder of <model>.yaml files (default: {REPO_CONFIGS}/<dataset of DATA_DIR>)",
+    )
+    parser.add_argument(
+        "--knowledge-data",
+        type=Path,
+        default=None,
+        help="the other reorganized corpus, where ConKI pretrains its adapters",
+    )
     add_overrides(parser)
     add_out(parser)
     add_jobs(parser)
 
 
-def benchmark_inputs(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`e2e.experiments.benchmark.benchmark` from the shared options."""
-    from e2e.experiments.benchmark import dataset_of, parse_models
+def benchmark_request(args: argparse.Namespace):
+    """The :class:`~e2e.experiments.benchmark.BenchmarkRequest` the shared options describe."""
+    from e2e.experiments.benchmark import BenchmarkRequest, dataset_of, parse_models
 
     corpus = data_dir(args)
-    return dict(data_dir=corpus, models=parse_models(args.models), seeds=args.seeds,
-                config_dir=args.config_dir or REPO_CONFIGS / dataset_of(corpus), out=args.out,
-                overrides=args.overrides, knowledge_data=args.knowledge_data, jobs=args.jobs)
+    return BenchmarkRequest(
+        data_dir=corpus,
+        models=parse_models(args.models),
+        seeds=args.seeds,
+        config_dir=args.config_dir or REPO_CONFIGS / dataset_of(corpus),
+        out=args.out,
+        overrides=args.overrides,
+        knowledge_data=args.knowledge_data,
+    )
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
     from e2e.experiments.benchmark import benchmark
     from e2e.reporting.report import format_summary
 
-    summary = benchmark(**benchmark_inputs(args))
+    summary = benchmark(benchmark_request(args), jobs=args.jobs)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(format_summary(summary))
     return 0

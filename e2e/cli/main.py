@@ -15,6 +15,7 @@
 
 Each command group lives in its own module of :mod:`e2e.cli` and registers its sub-commands here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ USER_ERRORS = (UsageError, MediaError, DiskFullError, WorkerDied, FileNotFoundEr
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.handler(args) or 0
     except USER_ERRORS as error:
@@ -44,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2e", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="e2e", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:

@@ -1,4 +1,5 @@
 """``e2e models``: the names of the registered models."""
+
 from __future__ import annotations
 
 import argparse

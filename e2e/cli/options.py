@@ -1,4 +1,5 @@
 """Options several commands share, declared once, and the argument types they need."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,13 +9,23 @@ from e2e.config import REPO_CONFIGS, UsageError, resolve_config_path
 
 
 def add_config(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:
-    parser.add_argument("--config", type=config_path, required=required, help=f"{help} (relative paths also "
-                        f"resolve from the project's {REPO_CONFIGS.parent.name}/ folder)")
+    parser.add_argument(
+        "--config",
+        type=config_path,
+        required=required,
+        help=f"{help} (relative paths also resolve from the project's {REPO_CONFIGS.parent.name}/ folder)",
+    )
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable)",
+    )
 
 
 def add_out(parser: argparse.ArgumentParser, help: str = "output folder", required: bool = True) -> None:
@@ -22,16 +33,24 @@ def add_out(parser: argparse.ArgumentParser, help: str = "output folder", requir
 
 
 def add_device(parser: argparse.ArgumentParser, what: str = "device") -> None:
-    parser.add_argument("--device", default="auto",
-                        help=f"{what}: auto (CUDA when available, like train.device), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device", default="auto", help=f"{what}: auto (CUDA when available, like train.device), cpu, cuda or cuda:N"
+    )
 
 
 def add_data_dir(parser: argparse.ArgumentParser, required: bool = True, positional: bool = False) -> None:
     """``--data-dir DIR`` (alias ``--data``); with ``positional`` also ``DATA_DIR`` as the first argument."""
     if positional:
         parser.add_argument("data_dir_arg", nargs="?", type=Path, default=None, metavar="DATA_DIR")
-    parser.add_argument("--data-dir", "--data", dest="data_dir", type=Path, default=None,
-                        required=required and not positional, help="a reorganized corpus (data-reorg output)")
+    parser.add_argument(
+        "--data-dir",
+        "--data",
+        dest="data_dir",
+        type=Path,
+        default=None,
+        required=required and not positional,
+        help="a reorganized corpus (data-reorg output)",
+    )
 
 
 def data_dir(args: argparse.Namespace) -> Path:

@@ -1,4 +1,5 @@
 """``e2e predict``: per-emotion probabilities of a trained end-to-end model for a new video."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,13 @@ def register(commands) -> None:
     text.add_argument("--transcript", type=Path, help="file holding the transcript")
     predict.add_argument("--start", type=float, default=None, help="seconds into VIDEO")
     predict.add_argument("--end", type=float, default=None, help="seconds into VIDEO")
-    predict.add_argument("--audio", type=Path, default=None,
-                         help="audio file on the video's timeline (default: the video's own audio track; for a "
-                              "clip DATA/video/<id>.mp4 of a reorganized folder without one, DATA/audio/<id>.wav)")
+    predict.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        help="audio file on the video's timeline (default: the video's own audio track; for a "
+        "clip DATA/video/<id>.mp4 of a reorganized folder without one, DATA/audio/<id>.wav)",
+    )
     add_device(predict)
     predict.set_defaults(handler=run_predict)
 
@@ -27,7 +32,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from e2e.training.predict import predict_video
 
     text = args.text if args.text is not None else args.transcript.read_text(encoding="utf-8")
-    prediction = predict_video(args.ckpt, args.video, text, start=args.start, end=args.end, device=args.device,
-                               audio=args.audio)
+    prediction = predict_video(
+        args.ckpt, args.video, text, start=args.start, end=args.end, device=args.device, audio=args.audio
+    )
     print(prediction.format())
     return 0

@@ -1,4 +1,5 @@
 """``e2e table`` (one row per finished run) and ``e2e report`` (mean±std over seeds, markdown + CSV)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``e2e train`` (a run, DDP under torchrun) and ``e2e eval`` (a checkpoint at its stored thresholds)."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint at its stored thresholds")
     evaluate.add_argument("--ckpt", type=Path, required=True)
     evaluate.add_argument("--split", default="test", choices=SPLITS)
-    evaluate.add_argument("--data-dir", "--data", dest="data_dir", type=Path, default=None,
-                          help="the corpus, when not where the run was trained")
+    evaluate.add_argument(
+        "--data-dir",
+        "--data",
+        dest="data_dir",
+        type=Path,
+        default=None,
+        help="the corpus, when not where the run was trained",
+    )
     add_device(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -41,7 +48,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from e2e.training.distributed import resolve_device
     from e2e.training.inference import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.ckpt, split=args.split, data_dir=args.data_dir,
-                                  device=str(resolve_device(args.device)))
+    metrics = evaluate_checkpoint(
+        args.ckpt, split=args.split, data_dir=args.data_dir, device=str(resolve_device(args.device))
+    )
     print(json.dumps(metrics, indent=2))
     return 0

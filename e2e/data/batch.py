@@ -9,11 +9,13 @@ A batch carries either the raw inputs of the end-to-end models (tokens, face cro
 the two-stage feature sequences of the baselines (:mod:`e2e.data.sequences`), depending on the
 model's registered ``inputs`` kind; the other group is None.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
 import torch
+
 from e2e.config import UsageError
 
 FEATURE_FIELDS = {"t": "text_features", "a": "audio_features", "v": "visual_features"}
@@ -38,7 +40,7 @@ class Batch:
     visual_features: torch.Tensor | None = None  # (sum V_b, D_v) face-crop descriptors per sampled frame
     visual_feature_lengths: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):

@@ -1,8 +1,9 @@
 """The three splits a run trains on, as the trainer needs them (:class:`DataBundle`)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -42,8 +43,10 @@ def build_datasets(config: ExperimentConfig, inputs: str) -> DataBundle:
         from e2e.data.feature_dataset import FeatureDataset
 
         train_split = FeatureDataset(data_dir, "train", config)
-        splits = {"train": train_split, **{split: FeatureDataset(data_dir, split, config, train_split.statistics)
-                                           for split in ("valid", "test")}}
+        splits = {
+            "train": train_split,
+            **{split: FeatureDataset(data_dir, split, config, train_split.statistics) for split in ("valid", "test")},
+        }
     else:
         from e2e.data.text import load_tokenizer
 
@@ -54,6 +57,8 @@ def build_datasets(config: ExperimentConfig, inputs: str) -> DataBundle:
         class_names=list(splits["train"].class_names),
         collate_fn=splits["train"].collator(),
         train_positives=label_counts(splits["train"]),
-        skipped={split: {reason: len(ids) for reason, ids in sorted(dataset.skipped.items())}
-                 for split, dataset in splits.items()},
+        skipped={
+            split: {reason: len(ids) for reason, ids in sorted(dataset.skipped.items())}
+            for split, dataset in splits.items()
+        },
     )

@@ -14,6 +14,7 @@ Every item is checked when the dataset is built, so a bad utterance is skipped, 
   400 ms chunk is zero-padded, and real utterances shorter than one chunk exist;
 * ``silent_audio``: RMS below 1e-4 of full scale (-80 dBFS, about 3 PCM16 steps): digital silence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, load_manifest
-from e2e.data.batch import Batch
 from e2e.config import ExperimentConfig, UsageError
+from e2e.data.batch import Batch
 from e2e.data.mel import N_FFT, mel_chunks
 from e2e.data.preprocess import cache_path, source_key
 
@@ -57,8 +58,9 @@ class EmotionDataset(Dataset):
         if data.dataset not in CLASSES:
             raise UsageError(f"data.dataset must be one of {', '.join(CLASSES)}, got {data.dataset!r}")
         if data.audio_features not in AUDIO_FEATURES:
-            raise UsageError(f"data.audio_features must be one of {', '.join(AUDIO_FEATURES)}, "
-                             f"got {data.audio_features!r}")
+            raise UsageError(
+                f"data.audio_features must be one of {', '.join(AUDIO_FEATURES)}, got {data.audio_features!r}"
+            )
         self.data_dir, self.split = Path(data_dir), split
         self.dataset, self.max_frames, self.max_chunks = data.dataset, data.max_frames, data.max_chunks
         self.log_mel = data.audio_features == "log_mel"
@@ -92,7 +94,7 @@ class EmotionDataset(Dataset):
         chunks = chunks[even_subsample(len(chunks), self.max_chunks)]
         return {"id": item.id, "text": item.text, "label": item.label, "faces": faces, "audio": chunks}
 
-    def collator(self) -> "Collator":
+    def collator(self) -> Collator:
         return Collator(self.tokenizer, self.text_max_length)
 
     def _admit(self, row: dict) -> None:
@@ -129,9 +131,11 @@ class EmotionDataset(Dataset):
     def _report(self, num_rows: int) -> None:
         counts = ", ".join(f"{reason} {len(ids)}" for reason, ids in sorted(self.skipped.items()))
         if not self.items:
-            raise UsageError(f"{self.data_dir}: no usable utterances in split {self.split!r} "
-                             f"({num_rows} manifest rows; skipped: {counts or 'none'}); "
-                             f"run `e2e preprocess {self.data_dir}` first?")
+            raise UsageError(
+                f"{self.data_dir}: no usable utterances in split {self.split!r} "
+                f"({num_rows} manifest rows; skipped: {counts or 'none'}); "
+                f"run `e2e preprocess {self.data_dir}` first?"
+            )
         if self.skipped:
             logger.warning("%s: kept %d of %d utterances; skipped %s", self.split, len(self.items), num_rows, counts)
 
@@ -187,8 +191,9 @@ class Collator:
 def collate(items: list[dict], tokenizer, max_length: int) -> Batch:
     """Pad texts to the longest in the batch (truncated to ``max_length`` tokens); pack faces and audio
     chunks along dim 0 with per-utterance lengths (see :mod:`e2e.data.batch`)."""
-    text = tokenizer([item["text"] for item in items], padding=True, truncation=True,
-                     max_length=max_length, return_tensors="pt")
+    text = tokenizer(
+        [item["text"] for item in items], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     return Batch(
         ids=[item["id"] for item in items],
         labels=torch.stack([item["label"] for item in items]),

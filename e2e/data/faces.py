@@ -2,6 +2,7 @@
 
 Runs once, offline, in :mod:`e2e.data.preprocess`; training reads the cached crops and never detects faces.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,7 @@ def _decode(capture: cv2.VideoCapture, indices: list[int], video_path: Path) -> 
     frames: dict[int, np.ndarray] = {}
     for position in range(max(indices, default=-1) + 1):
         if not capture.grab():
-            raise VideoReadError(f"{video_path}: video ends at frame {position}, "
-                                 f"frame {max(indices)} was requested")
+            raise VideoReadError(f"{video_path}: video ends at frame {position}, frame {max(indices)} was requested")
         if position in wanted:
             ok, frame = capture.retrieve()
             if not ok:
@@ -67,7 +67,7 @@ def centre_crop(frame: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     height, width = frame.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = frame[top:top + side, left:left + side]
+    square = frame[top : top + side, left : left + side]
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -77,8 +77,9 @@ class FaceCropper:
     def __init__(self, device: str = "cpu", batch_size: int = 32):
         from facenet_pytorch import MTCNN
 
-        self.mtcnn = MTCNN(image_size=FACE_SIZE, margin=FACE_MARGIN, post_process=False,
-                           select_largest=True, device=device)
+        self.mtcnn = MTCNN(
+            image_size=FACE_SIZE, margin=FACE_MARGIN, post_process=False, select_largest=True, device=device
+        )
         self.batch_size = batch_size
 
     def crops(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +91,7 @@ class FaceCropper:
         boxes: list[np.ndarray | None] = [None] * len(frames)
         for group in _groups_by_size(frames):
             for start in range(0, len(group), self.batch_size):
-                members = group[start:start + self.batch_size]
+                members = group[start : start + self.batch_size]
                 for index, box in zip(members, self.largest_boxes([frames[i] for i in members])):
                     boxes[index] = box
         faces = np.empty((len(frames), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
@@ -111,8 +112,7 @@ class FaceCropper:
                 raise
             return [box for frame in frames for box in self.largest_boxes([frame])]
         # boxes come back as numpy object arrays, sorted largest first (select_largest=True)
-        return [None if boxes is None else np.asarray(boxes, dtype=object).astype(float)[0]
-                for boxes in batch_boxes]
+        return [None if boxes is None else np.asarray(boxes, dtype=object).astype(float)[0] for boxes in batch_boxes]
 
     @staticmethod
     def _extract(frame: np.ndarray, box: np.ndarray) -> np.ndarray:

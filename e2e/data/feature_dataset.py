@@ -9,6 +9,7 @@ Every modality is standardised per feature dimension with the mean and std of th
 (:class:`FeatureStatistics`): build the train dataset first and hand its ``statistics`` to valid and
 test, as :func:`e2e.training.trainer.build_datasets` does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e2e.data.batch import FEATURE_FIELDS, Batch
 from e2e.config import ExperimentConfig
+from e2e.data.batch import FEATURE_FIELDS, Batch
 from e2e.data.dataset import EmotionDataset, even_subsample
 from e2e.data.feature_cache import feature_path, feature_source, is_valid_features
 
@@ -40,8 +41,9 @@ class FeatureDataset(EmotionDataset):
     ``statistics`` None standardises with this split's own statistics (only right for train).
     """
 
-    def __init__(self, data_dir: Path | str, split: str, config: ExperimentConfig,
-                 statistics: FeatureStatistics | None = None):
+    def __init__(
+        self, data_dir: Path | str, split: str, config: ExperimentConfig, statistics: FeatureStatistics | None = None
+    ):
         self.text_model, self.feature_max_length = config.model.text_model, config.model.text_max_length
         super().__init__(data_dir, split, config, tokenizer=None)
         self.statistics = statistics if statistics is not None else self._compute_statistics()
@@ -69,9 +71,11 @@ class FeatureDataset(EmotionDataset):
             return problem
         path = self._input_file(row)
         if not is_valid_features(path, feature_source(row, self.text_model, self.feature_max_length)):
-            return "missing_features", (f"{path} is missing, unreadable or built with other settings; run "
-                                        f"`e2e features {self.data_dir} --text-model {self.text_model} "
-                                        f"--text-max-length {self.feature_max_length}`")
+            return "missing_features", (
+                f"{path} is missing, unreadable or built with other settings; run "
+                f"`e2e features {self.data_dir} --text-model {self.text_model} "
+                f"--text-max-length {self.feature_max_length}`"
+            )
         return None
 
     @staticmethod
@@ -100,5 +104,6 @@ def collate_features(items: list[dict]) -> Batch:
     for modality, name in FEATURE_FIELDS.items():
         packed[name] = torch.cat([item[modality] for item in items])
         packed[name.replace("_features", "_feature_lengths")] = torch.tensor(
-            [len(item[modality]) for item in items], dtype=torch.long)
+            [len(item[modality]) for item in items], dtype=torch.long
+        )
     return Batch(ids=[item["id"] for item in items], labels=torch.stack([item["label"] for item in items]), **packed)

@@ -5,6 +5,7 @@ hop, 128 HTK mel bands without filter normalisation, power 2, centred frames wit
 torchaudio is used where it imports and runs; on the CPU machines it does not (CUDA-linked build), so an
 identical pure-torch path (``torch.stft`` + an HTK filterbank) takes over.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,8 +63,17 @@ def _torchaudio_transform():
         import torchaudio
 
         transform = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS,
-            power=2.0, center=True, pad_mode="reflect", norm=None, mel_scale="htk")
+            sample_rate=SAMPLE_RATE,
+            n_fft=N_FFT,
+            win_length=N_FFT,
+            hop_length=HOP_LENGTH,
+            n_mels=N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode="reflect",
+            norm=None,
+            mel_scale="htk",
+        )
         transform(torch.zeros(N_FFT))
     except Exception as error:  # noqa: BLE001  (a broken build fails with OSError, RuntimeError, ...)
         logger.debug("torchaudio unavailable (%s: %s); using the pure-torch mel", type(error).__name__, error)
@@ -73,8 +83,20 @@ def _torchaudio_transform():
 
 def _torch_mel(samples: torch.Tensor) -> torch.Tensor:
     window = torch.hann_window(N_FFT, dtype=samples.dtype, device=samples.device)
-    spec = torch.stft(samples, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT, window=window,
-                      center=True, pad_mode="reflect", return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(
+            samples,
+            n_fft=N_FFT,
+            hop_length=HOP_LENGTH,
+            win_length=N_FFT,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)
+    )
     filterbank = htk_filterbank(str(samples.device), samples.dtype)
     return torch.matmul(spec.transpose(-1, -2), filterbank).transpose(-1, -2)
 

@@ -16,6 +16,7 @@ Command line: ``e2e preprocess DATA_DIR [--img-interval-ms 500] [--jobs N] [--de
 ``jobs > 1`` starts spawned worker processes, so a script calling :func:`preprocess` with it must do so
 under ``if __name__ == "__main__":``.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from data_reorg.io import atomic_path, safe_name, write_jsonl_atomic
 from data_reorg.manifest import load_manifest
+from data_reorg.media import AudioReadError, read_audio
 from data_reorg.workers import worker_pool
-from e2e.data.mel import N_FFT, SAMPLE_RATE, mel_spectrogram
 from e2e.data.faces import FaceCropper, VideoReadError, read_frames, sample_frame_indices
+from e2e.data.mel import N_FFT, mel_spectrogram
 
 CACHE_KEYS = ("faces", "face_found", "mel", "rms", "num_samples", "source")
 PROBLEMS_FILE = "problems.jsonl"
@@ -64,6 +65,24 @@ class CacheSummary:
     problems: list[dict] = field(default_factory=list)  # {"id", "file", "error"} per failed item
     seconds: float = 0.0  # wall time spent building (excludes the validity scan)
 
+    def finish(self, started: float, what: str) -> CacheSummary:
+        """Record the build time, write ``problems.jsonl`` beside the cache and log one line."""
+        self.seconds = time.perf_counter() - started
+        problems = self.cache_dir / PROBLEMS_FILE
+        write_jsonl_atomic(problems, self.problems)
+        logger.info(
+            "%s %s: %d rows, %d built, %d reused, %d problems (%s), %.1f s",
+            what,
+            self.cache_dir,
+            self.total,
+            self.built,
+            self.reused,
+            len(self.problems),
+            problems,
+            self.seconds,
+        )
+        return self
+
 
 def cache_dir(data_dir: Path | str, img_interval_ms: int) -> Path:
     return Path(data_dir) / "cache" / f"i{img_interval_ms}"
@@ -78,14 +97,16 @@ def source_key(row: dict) -> str:
     return json.dumps(row.get("sha256"), sort_keys=True)
 
 
-def preprocess(data_dir: Path | str, img_interval_ms: int = 500, jobs: int = 1, device: str = "cpu",
-               progress: bool = True) -> CacheSummary:
+def preprocess(
+    data_dir: Path | str, img_interval_ms: int = 500, jobs: int = 1, device: str = "cpu", progress: bool = True
+) -> CacheSummary:
     """Build the missing cache files of ``data_dir``'s manifest; see the module docstring."""
     data_dir = Path(data_dir)
     rows = load_manifest(data_dir)
     summary = CacheSummary(cache_dir(data_dir, img_interval_ms), total=len(rows))
-    todo = [row for row in rows
-            if not is_valid_cache(cache_path(data_dir, img_interval_ms, row["id"]), source_key(row))]
+    todo = [
+        row for row in rows if not is_valid_cache(cache_path(data_dir, img_interval_ms, row["id"]), source_key(row))
+    ]
     summary.reused = len(rows) - len(todo)
     started = time.perf_counter()
     with tqdm(total=len(todo), desc=f"preprocess {data_dir.name}", disable=not progress) as bar:
@@ -96,12 +117,7 @@ def preprocess(data_dir: Path | str, img_interval_ms: int = 500, jobs: int = 1, 
                 logger.warning("skipping %s: %s", row["id"], problem["error"])
                 summary.problems.append(problem)
             bar.update()
-    summary.seconds = time.perf_counter() - started
-    write_jsonl_atomic(summary.cache_dir / PROBLEMS_FILE, summary.problems)
-    logger.info("preprocess %s: %d rows, %d built, %d reused, %d problems (%s), %.1f s",
-                data_dir, summary.total, summary.built, summary.reused, len(summary.problems),
-                summary.cache_dir / PROBLEMS_FILE, summary.seconds)
-    return summary
+    return summary.finish(started, "preprocess")
 
 
 def is_valid_cache(path: Path, source: str, keys: tuple[str, ...] = CACHE_KEYS) -> bool:
@@ -142,22 +158,30 @@ def build_item(row: dict, path: Path, img_interval_ms: int, cropper: FaceCropper
     """Write the cache file of one manifest row; return None, or a problem record if it cannot be built."""
     try:
         faces, found = _faces(row, img_interval_ms, cropper)
-        samples = read_audio(row["audio"])
+        samples = read_clip_audio(row["audio"])
     except ItemProblem as problem:
         return {"id": row["id"], "file": problem.path, "error": str(problem)}
     mel = mel_spectrogram(torch.from_numpy(samples)).numpy()
     rms = np.float32(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     with atomic_path(path) as tmp:
-        np.savez(tmp, faces=faces, face_found=found, mel=mel, rms=rms,
-                 num_samples=np.int64(len(samples)), source=np.array(source_key(row)))
+        np.savez(
+            tmp,
+            faces=faces,
+            face_found=found,
+            mel=mel,
+            rms=rms,
+            num_samples=np.int64(len(samples)),
+            source=np.array(source_key(row)),
+        )
     return None
 
 
 def _faces(row: dict, img_interval_ms: int, cropper: FaceCropper) -> tuple[np.ndarray, np.ndarray]:
     indices = sample_frame_indices(int(row["num_frames"]), float(row["fps"]), img_interval_ms)
     if not indices:
-        raise ItemProblem(row["video"], f"{row['video']}: no frames to sample "
-                                        f"(num_frames={row['num_frames']}, fps={row['fps']})")
+        raise ItemProblem(
+            row["video"], f"{row['video']}: no frames to sample (num_frames={row['num_frames']}, fps={row['fps']})"
+        )
     try:
         frames = read_frames(row["video"], indices)
     except (VideoReadError, cv2.error) as error:
@@ -165,15 +189,10 @@ def _faces(row: dict, img_interval_ms: int, cropper: FaceCropper) -> tuple[np.nd
     return cropper.crops(frames)
 
 
-def read_audio(path: str) -> np.ndarray:
-    """Channel 0 of a 16 kHz audio file as float32 in [-1, 1]; at least one 25 ms analysis window long."""
+def read_clip_audio(path: str) -> np.ndarray:
+    """A clip's 16 kHz mono samples (:func:`data_reorg.media.read_audio`), at least one analysis window long;
+    a clip that cannot give them is this item's problem."""
     try:
-        samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as error:  # soundfile's LibsndfileError is a RuntimeError
-        raise ItemProblem(path, f"{path}: cannot read audio ({error})") from error
-    if rate != SAMPLE_RATE:
-        raise ItemProblem(path, f"{path}: audio is {rate} Hz, expected {SAMPLE_RATE} Hz")
-    if len(samples) < N_FFT:
-        raise ItemProblem(path, f"{path}: audio has {len(samples)} samples, "
-                                f"fewer than one {N_FFT}-sample analysis window")
-    return np.ascontiguousarray(samples[:, 0])
+        return read_audio(path, min_samples=N_FFT)
+    except AudioReadError as error:
+        raise ItemProblem(str(error.path), str(error)) from error

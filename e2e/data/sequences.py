@@ -11,6 +11,7 @@ Substitutes for the papers' GloVe / COVAREP / FACET features (none of which ship
 
 Sequences are unaligned across modalities (different lengths), as in the papers' unaligned setting.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,17 @@ import torch
 from e2e.data.mel import SAMPLE_RATE
 
 AUDIO_STEP_MS = 100
-AUDIO_DESCRIPTORS = (*(f"mfcc{i}" for i in range(20)), "log_energy", "zero_crossing_rate",
-                     "spectral_centroid", "spectral_bandwidth", "spectral_flatness", "spectral_rolloff",
-                     "log_f0", "voiced")
+AUDIO_DESCRIPTORS = (
+    *(f"mfcc{i}" for i in range(20)),
+    "log_energy",
+    "zero_crossing_rate",
+    "spectral_centroid",
+    "spectral_bandwidth",
+    "spectral_flatness",
+    "spectral_rolloff",
+    "log_f0",
+    "voiced",
+)
 AUDIO_DIM = len(AUDIO_DESCRIPTORS)
 ONET_EMBEDDING_DIM = 256
 LANDMARK_DIM = 10  # (x, y) of left eye, right eye, nose, left and right mouth corner, in crop units
@@ -37,6 +46,7 @@ def feature_dims(text_model: str) -> dict[str, int]:
 
     hidden = TINY_BERT_HIDDEN if text_model == TINY_BERT else load_text_config(text_model).hidden_size
     return {"t": hidden, "a": AUDIO_DIM, "v": VISUAL_DIM}
+
 
 FRAME_HOP = 200  # 12.5 ms analysis hop; 8 hops make one 100 ms step
 FRAMES_PER_STEP = AUDIO_STEP_MS * SAMPLE_RATE // 1000 // FRAME_HOP
@@ -70,25 +80,27 @@ def audio_descriptors(samples: np.ndarray) -> np.ndarray:
         librosa.feature.spectral_flatness(y=y, **frame),
         librosa.feature.spectral_rolloff(y=y, sr=SAMPLE_RATE, **frame) / 1000,
     ]
-    f0 = librosa.yin(y, fmin=F0_RANGE[0], fmax=F0_RANGE[1], sr=SAMPLE_RATE, frame_length=800,
-                     hop_length=FRAME_HOP)
+    f0 = librosa.yin(y, fmin=F0_RANGE[0], fmax=F0_RANGE[1], sr=SAMPLE_RATE, frame_length=800, hop_length=FRAME_HOP)
     frames = min(len(rms), len(f0), *(row.shape[1] for row in rows))
-    voiced = (f0[:frames] > F0_RANGE[0] + 1) & (f0[:frames] < F0_RANGE[1] - 1) & (
-        rms[:frames] >= VOICED_RMS_FRACTION * rms.max())
+    voiced = (
+        (f0[:frames] > F0_RANGE[0] + 1)
+        & (f0[:frames] < F0_RANGE[1] - 1)
+        & (rms[:frames] >= VOICED_RMS_FRACTION * rms.max())
+    )
     frame_features = np.concatenate([row[:, :frames] for row in rows]).T  # (frames, 26)
     return np.concatenate([_step_means(frame_features), _step_pitch(f0[:frames], voiced)], axis=1).astype(np.float32)
 
 
 def _step_means(frame_features: np.ndarray) -> np.ndarray:
     steps = math.ceil(len(frame_features) / FRAMES_PER_STEP)
-    return np.stack([frame_features[s * FRAMES_PER_STEP:(s + 1) * FRAMES_PER_STEP].mean(0) for s in range(steps)])
+    return np.stack([frame_features[s * FRAMES_PER_STEP : (s + 1) * FRAMES_PER_STEP].mean(0) for s in range(steps)])
 
 
 def _step_pitch(f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     """(steps, 2): mean log f0 over the voiced frames of each step (0 if none) and the voiced fraction."""
     rows = []
     for start in range(0, len(f0), FRAMES_PER_STEP):
-        step_f0, step_voiced = f0[start:start + FRAMES_PER_STEP], voiced[start:start + FRAMES_PER_STEP]
+        step_f0, step_voiced = f0[start : start + FRAMES_PER_STEP], voiced[start : start + FRAMES_PER_STEP]
         log_f0 = float(np.log(step_f0[step_voiced]).mean()) if step_voiced.any() else 0.0
         rows.append((log_f0, float(step_voiced.mean())))
     return np.asarray(rows, dtype=np.float32)
@@ -115,8 +127,13 @@ class FaceDescriber:
         images = torch.from_numpy(np.asarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
         _, landmarks, probability = self.onet((images - ONET_MEAN) * ONET_SCALE)
         landmarks = landmarks.cpu()
-        columns = [self._embedding.cpu(), landmarks, face_geometry(landmarks), probability[:, 1:].cpu(),
-                   torch.from_numpy(np.asarray(face_found, dtype=np.float32))[:, None]]
+        columns = [
+            self._embedding.cpu(),
+            landmarks,
+            face_geometry(landmarks),
+            probability[:, 1:].cpu(),
+            torch.from_numpy(np.asarray(face_found, dtype=np.float32))[:, None],
+        ]
         return torch.cat(columns, dim=1).numpy().astype(np.float32)
 
 
@@ -133,14 +150,17 @@ def face_geometry(landmarks: torch.Tensor) -> torch.Tensor:
     nose, left_mouth, right_mouth = (torch.stack([x[:, i], y[:, i]], 1) for i in (2, 3, 4))
     iod = (right_eye - left_eye).norm(dim=1).clamp(min=MIN_INTEROCULAR)
     eyes, mouth = (left_eye + right_eye) / 2, (left_mouth + right_mouth) / 2
-    return torch.stack([
-        iod,
-        (right_mouth - left_mouth).norm(dim=1) / iod,
-        (mouth[:, 1] - nose[:, 1]) / iod,
-        (mouth[:, 1] - eyes[:, 1]) / iod,
-        torch.atan2(right_eye[:, 1] - left_eye[:, 1], right_eye[:, 0] - left_eye[:, 0]),
-        (nose[:, 0] - eyes[:, 0]) / iod,
-    ], dim=1)
+    return torch.stack(
+        [
+            iod,
+            (right_mouth - left_mouth).norm(dim=1) / iod,
+            (mouth[:, 1] - nose[:, 1]) / iod,
+            (mouth[:, 1] - eyes[:, 1]) / iod,
+            torch.atan2(right_eye[:, 1] - left_eye[:, 1], right_eye[:, 0] - left_eye[:, 0]),
+            (nose[:, 0] - eyes[:, 0]) / iod,
+        ],
+        dim=1,
+    )
 
 
 class TokenEmbedder:
@@ -157,8 +177,9 @@ class TokenEmbedder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt").to(self.device)
+        tokens = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         states = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
         lengths = tokens["attention_mask"].sum(1).tolist()
         return [states[b, :n].float().cpu().numpy() for b, n in enumerate(lengths)]

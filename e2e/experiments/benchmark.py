@@ -16,13 +16,14 @@ Outputs: ``report.md`` / ``report.csv`` (mean±std over seeds in the layout of t
 train-majority prediction scored by the same metrics) and ``summary.json`` (per model the mean test
 score and whether it beats the majority baseline).
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,9 +37,25 @@ from e2e.models import available_models, load_config, model_inputs, model_spec, 
 from e2e.reporting.report import write_report
 from e2e.reporting.tables import mean_std
 from e2e.training.metrics import compute_metrics, is_single_label, main_metrics
+
 # the score a model must beat the majority baseline on: IEMOCAP 6-way accuracy (the per-class binary
 # Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a constant prediction)
 BASELINE_METRIC = {"iemocap": "multiclass_acc", "mosei": "wacc"}
+
+
+@dataclass(frozen=True)
+class BenchmarkRequest:
+    """What to benchmark: every (model, seed) on the corpus ``data_dir`` with ``config_dir/<model>.yaml``
+    (``overrides``: ``--set`` strings for every run), run folders under ``out``; ``knowledge_data``: the
+    other corpus, for models that pretrain there."""
+
+    data_dir: Path
+    models: Sequence[str]
+    seeds: Sequence[int]
+    config_dir: Path
+    out: Path
+    overrides: Sequence[str] = ()
+    knowledge_data: Path | None = None
 
 
 @dataclass
@@ -59,8 +76,9 @@ def parse_models(text: str) -> list[str]:
     names = shipped_models() if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
     unknown = [name for name in names if name not in available_models()]
     if not names or unknown:
-        raise UsageError(f"unknown model(s) {', '.join(unknown) or text!r}; registered: "
-                         f"{', '.join(available_models())} (or 'all')")
+        raise UsageError(
+            f"unknown model(s) {', '.join(unknown) or text!r}; registered: {', '.join(available_models())} (or 'all')"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -72,31 +90,37 @@ def dataset_of(data_dir: Path | str) -> str:
     return datasets.pop()
 
 
-def plan_benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
-                   overrides: Sequence[str] = (), knowledge_data: Path | None = None) -> BenchmarkPlan:
+def plan_benchmark(request: BenchmarkRequest) -> BenchmarkPlan:
     """The jobs of :func:`benchmark`, without running anything."""
     plan = BenchmarkPlan()
-    target = (data_dir, dataset_of(data_dir))
-    knowledge = None if knowledge_data is None else (Path(knowledge_data), dataset_of(knowledge_data))
-    for model in models:
-        for seed in seeds:
+    config_dir, out, overrides = Path(request.config_dir), Path(request.out), request.overrides
+    target = (Path(request.data_dir), dataset_of(request.data_dir))
+    knowledge = (
+        None if request.knowledge_data is None else (Path(request.knowledge_data), dataset_of(request.knowledge_data))
+    )
+    for model in request.models:
+        for seed in request.seeds:
             config = _model_config(model, seed, config_dir, target, overrides)
             prefix = model_spec(model).pretrain_prefix
             if prefix:
                 stage1 = _knowledge_job(model, seed, config_dir, out, overrides, knowledge)
                 plan.pretrain.append(stage1)
-                config = with_changes(config, {
-                    "train.init_checkpoint": str(Path(stage1.run_dir) / "checkpoints" / "best.pt"),
-                    "train.init_prefix": prefix}, f"{model} fine-tuning after {stage1.name}")
+                config = with_changes(
+                    config,
+                    {
+                        "train.init_checkpoint": str(Path(stage1.run_dir) / "checkpoints" / "best.pt"),
+                        "train.init_prefix": prefix,
+                    },
+                    f"{model} fine-tuning after {stage1.name}",
+                )
             plan.runs.append((model, seed, make_job(out, f"{model}-s{seed}", config)))
     return plan
 
 
-def benchmark(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
-              overrides: Sequence[str] = (), knowledge_data: Path | None = None, jobs: int = 1) -> dict:
+def benchmark(request: BenchmarkRequest, jobs: int = 1) -> dict:
     """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
-    out = Path(out)
-    plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
+    out = Path(request.out)
+    plan = plan_benchmark(request)
     finished = train_plan(plan, out, jobs)
     results = [dict(finished[job.name], run=job.name) for _, _, job in plan.runs]
     majority = majority_results(plan.runs[0][2].config)
@@ -147,8 +171,15 @@ def majority_results(config: ExperimentConfig) -> dict:
     labels = data.test.labels.numpy()
     probs = np.tile(constant.numpy(), (len(labels), 1))
     test = compute_metrics(probs, labels, [0.5] * len(positives), data.class_names, is_single_label(dataset))
-    return {"run": "majority", "model": "majority", "dataset": dataset, "main_metrics": list(main_metrics(dataset)),
-            "class_names": list(data.class_names), "test": test, "config": {"model": {"modalities": "-"}}}
+    return {
+        "run": "majority",
+        "model": "majority",
+        "dataset": dataset,
+        "main_metrics": list(main_metrics(dataset)),
+        "class_names": list(data.class_names),
+        "test": test,
+        "config": {"model": {"modalities": "-"}},
+    }
 
 
 def summarize(results: list[dict], majority: dict) -> dict:
@@ -164,26 +195,36 @@ def summarize(results: list[dict], majority: dict) -> dict:
         for key in (metric, "f1"):
             entry[key], entry[f"{key}_std"] = mean_std([run["test"][key] for run in runs])
         entry["beats_majority"] = entry[metric] > majority["test"][metric] and entry["f1"] > majority["test"]["f1"]
-    return {"dataset": dataset, "metric": metric,
-            "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]}, "models": models}
+    return {
+        "dataset": dataset,
+        "metric": metric,
+        "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]},
+        "models": models,
+    }
 
 
-def _model_config(model: str, seed: int, config_dir: Path, corpus: tuple[Path, str],
-                  overrides: Sequence[str]) -> ExperimentConfig:
+def _model_config(
+    model: str, seed: int, config_dir: Path, corpus: tuple[Path, str], overrides: Sequence[str]
+) -> ExperimentConfig:
     """``CONFIG_DIR/<model>.yaml`` on ``corpus`` = (data dir, its dataset) with ``seed``."""
     data_dir, dataset = corpus
     path = config_dir / f"{model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: every benchmarked model needs <model>.yaml in {config_dir}")
-    return with_changes(load_config(path, overrides), {
-        "model.name": model, "data.data_dir": str(data_dir), "data.dataset": dataset, "train.seed": seed},
-        f"benchmark run {model}-s{seed}")
+    return with_changes(
+        load_config(path, overrides),
+        {"model.name": model, "data.data_dir": str(data_dir), "data.dataset": dataset, "train.seed": seed},
+        f"benchmark run {model}-s{seed}",
+    )
 
 
-def _knowledge_job(model: str, seed: int, config_dir: Path, out: Path, overrides: Sequence[str],
-                   knowledge: tuple[Path, str] | None) -> Job:
+def _knowledge_job(
+    model: str, seed: int, config_dir: Path, out: Path, overrides: Sequence[str], knowledge: tuple[Path, str] | None
+) -> Job:
     if knowledge is None:
-        raise UsageError(f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
-                         f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)")
+        raise UsageError(
+            f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
+            f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)"
+        )
     config = _model_config(model, seed, config_dir, knowledge, overrides)
     return make_job(out, f"{model}-knowledge-s{seed}", config)

@@ -9,6 +9,7 @@ sweep finishes it. ``jobs > 1`` trains points in parallel "spawn" worker process
 machine's cores. Each job names itself on stderr when it starts: ``[3/12] mesm tav top_p=0.5 seed 1
 on iemocap -> OUT/mesm-p0.5-s1: training``.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,10 @@ def _check_same_config(job: Job, stored: dict) -> None:
     """A finished run is reused only for the same config: a sweep rerun with other overrides into the
     same OUT must not silently mix old results in."""
     if json.loads(json.dumps(job.config.to_dict())) != stored:
-        raise UsageError(f"{job.run_dir} holds a finished run with another config than sweep point "
-                         f"{job.name!r}; use a new output directory")
+        raise UsageError(
+            f"{job.run_dir} holds a finished run with another config than sweep point "
+            f"{job.name!r}; use a new output directory"
+        )
 
 
 def _flops(job: Job, run_dir: Path) -> dict:
@@ -127,8 +130,7 @@ def _flops(job: Job, run_dir: Path) -> dict:
     from e2e.training.checkpoint import load_checkpoint
 
     state_dict = load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"]
-    flops = measure_flops(job.config, max_utterances=job.flops_utterances,
-                          state_dict=state_dict)
+    flops = measure_flops(job.config, max_utterances=job.flops_utterances, state_dict=state_dict)
     write_text_atomic(path, json.dumps(flops, indent=2) + "\n")
     return flops
 
@@ -149,8 +151,3 @@ def metric_values(test: dict) -> dict[str, float]:
 
 
 # --- modality subsets (Table 5) --------------------------------------------------------------------
-
-
-
-
-

@@ -12,44 +12,46 @@ reused). Each run's best checkpoint is evaluated on test at its stored threshold
 The random choices are seeded by (mode, rate) only, so every model loses the same inputs.
 Outputs: ``OUT/missing.csv`` (one row per run, mode and rate) and ``OUT/missing.png``.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from e2e.analysis.missing import drop_elements, drop_modalities
-from e2e.experiments.benchmark import plan_benchmark, train_plan
+from e2e.config import UsageError
+from e2e.experiments.benchmark import BenchmarkRequest, plan_benchmark, train_plan
 from e2e.experiments.jobs import announce, metric_values
 from e2e.reporting.plots import plot_missing
 from e2e.reporting.tables import write_csv
 from e2e.training.inference import checkpoint_evaluator
 from e2e.training.metrics import main_metrics
-from e2e.config import UsageError
 
 MODES = ("elements", "modalities")
 
 
-def sweep_missing(data_dir: Path, models: Sequence[str], seeds: Sequence[int], config_dir: Path, out: Path,
-                  rates: Sequence[float], overrides: Sequence[str] = (), knowledge_data: Path | None = None,
-                  jobs: int = 1, modes: Sequence[str] = MODES) -> Path:
+def sweep_missing(
+    request: BenchmarkRequest, rates: Sequence[float], modes: Sequence[str] = MODES, jobs: int = 1
+) -> Path:
     """Train (or reuse) the benchmark runs, evaluate them under missing inputs; returns ``OUT/missing.csv``."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UsageError(f"unknown missing mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
-    out = Path(out)
-    plan = plan_benchmark(Path(data_dir), models, seeds, Path(config_dir), out, overrides, knowledge_data)
+    out = Path(request.out)
+    plan = plan_benchmark(request)
     train_plan(plan, out, jobs)
     rows = []
     for index, (model, seed, job) in enumerate(plan.runs, 1):
         announce(replace(job, step=f"{index}/{len(plan.runs)}"), f"test under missing inputs ({', '.join(modes)})")
         checkpoint = Path(job.run_dir) / "checkpoints" / "best.pt"
-        rows += [dict(model=model, seed=seed, run=job.name, **row)
-                 for row in evaluate_missing(checkpoint, rates, modes)]
+        rows += [
+            dict(model=model, seed=seed, run=job.name, **row) for row in evaluate_missing(checkpoint, rates, modes)
+        ]
     write_csv(out / "missing.csv", rows)
     plot_missing(rows, main_metrics(plan.runs[0][2].config.data.dataset)[0], out / "missing.png")
     return out / "missing.csv"

@@ -1,9 +1,10 @@
 """``e2e sweep modalities``: every model on every subset of text, audio and visual (the MESM paper's
 Table 5); ``OUT/modalities.csv`` and ``OUT/modalities.md``."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from data_reorg.io import write_text_atomic
 from e2e.config import ExperimentConfig, UsageError
@@ -15,8 +16,9 @@ from e2e.training.metrics import main_metrics
 MODALITY_SUBSETS = ("t", "a", "v", "ta", "tv", "av", "tav")  # the rows of the paper's Table 5
 
 
-def sweep_modalities(config: Path, models: Sequence[str], seeds: Sequence[int], out: Path,
-                     overrides: Sequence[str] = (), jobs: int = 1) -> Path:
+def sweep_modalities(
+    config: Path, models: Sequence[str], seeds: Sequence[int], out: Path, overrides: Sequence[str] = (), jobs: int = 1
+) -> Path:
     """Every subset of T, A, V for every model; returns ``OUT/modalities.csv`` (and writes .md).
 
     ``config`` is either a directory holding ``<model>.yaml`` per model (e.g. configs/demo) or one
@@ -32,14 +34,25 @@ def sweep_modalities(config: Path, models: Sequence[str], seeds: Sequence[int], 
             variant = "fe2e" if model_spec(model).sparse_traces and "t" not in subset else model
             base = _variant_config(config, variant, overrides)
             for seed in seeds:
-                point = with_changes(base, {"model.modalities": subset, "train.seed": seed},
-                                     f"sweep modalities point {variant}-{subset}-s{seed}")
+                point = with_changes(
+                    base,
+                    {"model.modalities": subset, "train.seed": seed},
+                    f"sweep modalities point {variant}-{subset}-s{seed}",
+                )
                 points.append((model, subset, make_job(out, f"{variant}-{subset}-s{seed}", point)))
     results = run_jobs(_unique_jobs([job for _, _, job in points]), out, jobs)
     dataset = points[0][2].config.data.dataset
-    rows = [{"model": model, "modalities": subset.upper(), "variant": job.config.model.name,
-             "seed": job.config.train.seed, **metric_values(results[job.name]["test"]), "run": job.name}
-            for model, subset, job in points]
+    rows = [
+        {
+            "model": model,
+            "modalities": subset.upper(),
+            "variant": job.config.model.name,
+            "seed": job.config.train.seed,
+            **metric_values(results[job.name]["test"]),
+            "run": job.name,
+        }
+        for model, subset, job in points
+    ]
     write_csv(out / "modalities.csv", rows)
     write_text_atomic(out / "modalities.md", modalities_table(rows, main_metrics(dataset)[0]) + "\n")
     return out / "modalities.csv"

@@ -1,14 +1,37 @@
 """Models: importing this package imports every model module in it, and each registers its model with
 :mod:`e2e.models.registry` (one model per file, as in timm; shared blocks in :mod:`e2e.models.layers`)."""
+
 import importlib
 import pkgutil
 
-from e2e.models.registry import (available_models, build_model, config_from_dict, load_config, model_inputs,
-                                 model_options, model_spec, register_model, shipped_models, switch_model, with_changes)
+from e2e.models.registry import (
+    available_models,
+    build_model,
+    config_from_dict,
+    load_config,
+    model_inputs,
+    model_options,
+    model_spec,
+    register_model,
+    shipped_models,
+    switch_model,
+    with_changes,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("layers", "registry"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["available_models", "build_model", "config_from_dict", "load_config", "model_inputs", "model_options",
-           "model_spec", "register_model", "shipped_models", "switch_model", "with_changes"]
+__all__ = [
+    "available_models",
+    "build_model",
+    "config_from_dict",
+    "load_config",
+    "model_inputs",
+    "model_options",
+    "model_spec",
+    "register_model",
+    "shipped_models",
+    "switch_model",
+    "with_changes",
+]

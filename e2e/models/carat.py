@@ -17,6 +17,7 @@ Multi-Modal Multi-Label Emotion Recognition"), on two-stage features; runs the o
   classifier per label (a (C, d) weight matrix and a bias per label).
 With one modality there is nothing to reconstruct from: the reconstruction term is absent.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,12 +68,14 @@ class CARAT(nn.Module):
         self.config = config
         self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
         self.label_queries = nn.Parameter(torch.randn(num_classes, d) * 0.02)
-        self.label_attention = nn.ModuleDict({m: nn.MultiheadAttention(d, config.temporal_heads, batch_first=True)
-                                              for m in dims})
+        self.label_attention = nn.ModuleDict(
+            {m: nn.MultiheadAttention(d, config.temporal_heads, batch_first=True) for m in dims}
+        )
         self.reconstructors = nn.ModuleDict({m: mlp(d, d, d, config.dropout) for m in dims} if len(dims) > 1 else {})
-        self.correlation = nn.TransformerEncoderLayer(d, config.temporal_heads, config.temporal_ffn, config.dropout,
-                                                      batch_first=True)
-        self.classifier_weight = nn.Parameter(torch.randn(num_classes, d) * d ** -0.5)
+        self.correlation = nn.TransformerEncoderLayer(
+            d, config.temporal_heads, config.temporal_ffn, config.dropout, batch_first=True
+        )
+        self.classifier_weight = nn.Parameter(torch.randn(num_classes, d) * d**-0.5)
         self.classifier_bias = nn.Parameter(torch.zeros(num_classes))
 
     def label_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -82,16 +85,19 @@ class CARAT(nn.Module):
             sequence, padding = padded_features(batch, modality)
             states = encoder(sequence, padding)
             queries = self.label_queries.expand(len(states), -1, -1)
-            embeddings[modality], _ = self.label_attention[modality](queries, states, states, key_padding_mask=padding,
-                                                                     need_weights=False)
+            embeddings[modality], _ = self.label_attention[modality](
+                queries, states, states, key_padding_mask=padding, need_weights=False
+            )
         return embeddings
 
     def forward(self, batch: Batch) -> ModelOutput:
         embeddings = self.label_embeddings(batch)
         if self.training:
             embeddings = {m: e[same_label_shuffle(batch.labels)] for m, e in embeddings.items()}
-        reconstructed = {m: self.reconstructors[m](torch.stack([e for o, e in embeddings.items() if o != m]).mean(0))
-                         for m in self.reconstructors}
+        reconstructed = {
+            m: self.reconstructors[m](torch.stack([e for o, e in embeddings.items() if o != m]).mean(0))
+            for m in self.reconstructors
+        }
         fused = torch.stack([*embeddings.values(), *reconstructed.values()]).mean(0)
         correlated = self.correlation(fused)
         logits = (correlated * self.classifier_weight).sum(-1) + self.classifier_bias
@@ -100,8 +106,9 @@ class CARAT(nn.Module):
 
     def losses(self, embeddings: dict, reconstructed: dict, labels: torch.Tensor) -> torch.Tensor:
         contrastive = label_wise_contrastive(torch.stack(list(embeddings.values())), labels)
-        reconstruction = sum((nn.functional.mse_loss(reconstructed[m], embeddings[m]) for m in reconstructed),
-                             torch.tensor(0.0))
+        reconstruction = sum(
+            (nn.functional.mse_loss(reconstructed[m], embeddings[m]) for m in reconstructed), torch.tensor(0.0)
+        )
         return self.config.contrastive_weight * contrastive + self.config.reconstruction_weight * reconstruction
 
 

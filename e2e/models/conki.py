@@ -21,6 +21,7 @@ contrastive loss (:func:`e2e.models.layers.losses.supervised_contrastive`) over 
 * sample level: fused vectors of utterances with the same label set are positives (the paper rounded
   sentiment scores; one-hot IEMOCAP means the same class, multi-hot MOSEI the same emotion set).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ class Adapter(nn.Module):
     def __init__(self, d_model: int, reduction: int, layers: int):
         super().__init__()
         hidden = max(1, d_model // reduction)
-        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, d_model))
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, d_model)) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
@@ -78,8 +80,9 @@ class ConKI(nn.Module):
         dims = modality_dims(config)
         self.config = config
         self.encoders = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
-        self.adapters = nn.ModuleDict({m: Adapter(config.d_model, config.adapter_reduction, config.adapter_layers)
-                                       for m in dims})
+        self.adapters = nn.ModuleDict(
+            {m: Adapter(config.d_model, config.adapter_reduction, config.adapter_layers) for m in dims}
+        )
         self.head = mlp(2 * len(dims) * config.d_model, config.d_model, num_classes, config.dropout)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -95,16 +98,20 @@ class ConKI(nn.Module):
 
     def auxiliary_loss(self, pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         knowledge_level, modality_level, sample_level = hierarchical_contrastive(pan, knowledge, fused, labels)
-        return self.config.aux_weight * (self.config.knowledge_weight * knowledge_level
-                                         + self.config.modality_weight * modality_level
-                                         + self.config.sample_weight * sample_level)
+        return self.config.aux_weight * (
+            self.config.knowledge_weight * knowledge_level
+            + self.config.modality_weight * modality_level
+            + self.config.sample_weight * sample_level
+        )
 
 
-def hierarchical_contrastive(pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hierarchical_contrastive(
+    pan: dict, knowledge: dict, fused: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Knowledge-, modality- and sample-level contrastive terms (see the module docstring)."""
-    knowledge_level = sum(nn.functional.cosine_similarity(pan[m], knowledge[m], dim=1).clamp(min=0).mean()
-                          for m in pan) / len(pan)
+    knowledge_level = sum(
+        nn.functional.cosine_similarity(pan[m], knowledge[m], dim=1).clamp(min=0).mean() for m in pan
+    ) / len(pan)
     views = torch.cat(list(knowledge.values()))  # (M * B, d): row m * B + b is modality m of utterance b
     utterance = torch.arange(len(fused), device=fused.device).repeat(len(knowledge))
     modality_level = supervised_contrastive(views, utterance[:, None] == utterance[None, :])

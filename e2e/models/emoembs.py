@@ -11,6 +11,7 @@ Choices: the prototypes stay fixed (the paper's zero-shot transfer to unseen emo
 projections, not the prototypes, to carry the learning; a new emotion is scored by appending its word
 embedding to ``prototypes``); cosine rather than dot product keeps the scale in the temperature.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,14 @@ from e2e.models.layers.encoders import LateFusion
 from e2e.models.layers.sequence import PooledTransformer, SequenceModelConfig, encode_utterances, utterance_encoders
 from e2e.models.registry import register_model
 
-EMOTION_WORDS = {"ang": "anger", "exc": "excitement", "fru": "frustration", "hap": "happiness",
-                 "neu": "neutral", "sad": "sadness"}
+EMOTION_WORDS = {
+    "ang": "anger",
+    "exc": "excitement",
+    "fru": "frustration",
+    "hap": "happiness",
+    "neu": "neutral",
+    "sad": "sadness",
+}
 
 
 @dataclass
@@ -71,8 +78,10 @@ class EmoEmbs(nn.Module):
         return self.log_temperature.exp() * cosine
 
     def forward(self, batch: Batch) -> ModelOutput:
-        scores = {m: self.scores(self.to_word_space[m](utterance))
-                  for m, utterance in encode_utterances(self.encoders, batch).items()}
+        scores = {
+            m: self.scores(self.to_word_space[m](utterance))
+            for m, utterance in encode_utterances(self.encoders, batch).items()
+        }
         logits = self.fusion(torch.stack(list(scores.values()), dim=-1))
         return ModelOutput(logits, extras={"modality_logits": scores})
 

@@ -21,6 +21,7 @@ Each constraint weighs 0.1 by default (times ``aux_weight``): at 1.0 the constra
 common and private representations to constants before the classifier learned anything (measured on
 the synthetic batch of tests/test_feature_models.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,11 +83,15 @@ class FDMER(nn.Module):
         consistency = sum((nn.functional.mse_loss(common[a], common[b]) for a, b in pairs), zero)
         disparity = sum((hsic(private[a], private[b]) for a, b in pairs), zero)
         disparity = disparity + sum(hsic(private[m], common[m]) for m in self.modalities)
-        reconstruction = sum(nn.functional.mse_loss(self.decoders[m](common[m] + private[m]), utterances[m])
-                             for m in self.modalities)
-        return (self.config.consistency_weight * consistency + self.config.disparity_weight * disparity
-                + self.config.adversarial_weight * self.adversarial_loss(common)
-                + self.config.reconstruction_weight * reconstruction)
+        reconstruction = sum(
+            nn.functional.mse_loss(self.decoders[m](common[m] + private[m]), utterances[m]) for m in self.modalities
+        )
+        return (
+            self.config.consistency_weight * consistency
+            + self.config.disparity_weight * disparity
+            + self.config.adversarial_weight * self.adversarial_loss(common)
+            + self.config.reconstruction_weight * reconstruction
+        )
 
     def adversarial_loss(self, common: dict) -> torch.Tensor:
         """Cross-entropy of the modality discriminator on gradient-reversed common representations."""

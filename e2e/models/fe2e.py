@@ -2,6 +2,7 @@
 
 The network is :class:`~e2e.models.layers.end_to_end.EndToEndModel` with dense per-frame CNNs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Per modality a bidirectional LSTM reads the valid steps of the feature sequence 
 never enters); its final forward and backward states make the utterance vector. Late fusion: the
 modality vectors are concatenated and a two-layer MLP gives the logits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ whose states are mean-pooled over the valid steps; the modality vectors are conc
 two-layer MLP gives the logits. Mean pooling rather than a CLS token: with the short demo sequences
 and few epochs it trains more stably, and it is padding-invariant by construction.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

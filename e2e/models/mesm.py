@@ -1,15 +1,17 @@
-"""MESM: FE2E's network whose visual and acoustic CNNs are :class:`~e2e.models.layers.sparse.SparseCNN` (Dai et al., NAACL 2021).
+"""MESM (Dai et al., NAACL 2021): FE2E's network whose visual and acoustic CNNs are
+:class:`~e2e.models.layers.sparse.SparseCNN`.
 
 Each frame's sparse attention is queried by the text CLS of its own utterance, so text is required.
 ``extras`` adds, per frame modality, the sites every sparse block kept and its attention weights.
 """
-from __future__ import annotations
 
-import torch
-from torch import nn
+from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
+from torch import nn
 
 from e2e.config import UsageError, bounded, parse_modalities, positive
 from e2e.models.layers.cnn import INPUT_SHAPES
@@ -33,11 +35,14 @@ class MESM(EndToEndModel):
     """``backend``: the sparse implementation, ``auto`` (spconv on CUDA where a CUDA build is installed,
     else pure torch), ``spconv`` or ``torch``; see :func:`e2e.models.layers.sparse.resolve_backend`."""
 
-    def __init__(self, config: MESMConfig, num_classes: int, text_encoder: TextEncoder | None = None,
-                 backend: str = "auto"):
+    def __init__(
+        self, config: MESMConfig, num_classes: int, text_encoder: TextEncoder | None = None, backend: str = "auto"
+    ):
         if "t" not in parse_modalities(config.modalities):
-            raise UsageError(f"MESM needs text in modalities (its sparse attention is queried by the text), "
-                             f"got {config.modalities!r}; use fe2e for {config.modalities!r}")
+            raise UsageError(
+                f"MESM needs text in modalities (its sparse attention is queried by the text), "
+                f"got {config.modalities!r}; use fe2e for {config.modalities!r}"
+            )
         if config.cnn != "mesm_vgg":
             raise UsageError(f"MESM sparsifies the paper's VGG (cnn 'mesm_vgg'), got cnn {config.cnn!r}")
         self.sparse_backend = backend  # read by _build_cnn during FE2E.__init__
@@ -45,12 +50,20 @@ class MESM(EndToEndModel):
 
     def _build_cnn(self, modality: str, config: MESMConfig) -> tuple[nn.Module, int]:
         channels, height, width = INPUT_SHAPES[modality]
-        cnn = SparseCNN(channels, self.text.hidden_size, config.top_p, config.sparse_blocks,
-                        config.attention_mode, self.sparse_backend, config.cnn_width)
+        cnn = SparseCNN(
+            channels,
+            self.text.hidden_size,
+            config.top_p,
+            config.sparse_blocks,
+            config.attention_mode,
+            self.sparse_backend,
+            config.cnn_width,
+        )
         return cnn, cnn.out_channels * (height // 16) * (width // 16)  # four 2×2 pools, as in MesmVGG
 
-    def _extract(self, modality: str, frames: torch.Tensor, lengths: torch.Tensor,
-                 text: torch.Tensor, extras: dict) -> torch.Tensor:
+    def _extract(
+        self, modality: str, frames: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor, extras: dict
+    ) -> torch.Tensor:
         output = self.cnns[modality](frames, text.repeat_interleave(lengths, dim=0))
         extras.setdefault("sparse_masks", {})[modality] = [trace.keep for trace in output.traces]
         extras.setdefault("attention", {})[modality] = [trace.attention for trace in output.traces]

@@ -30,6 +30,7 @@ every cross-modal stack replaced by :class:`AlignedCrossModalTransformer`, which
 the cross-modal directions; computed in training only (``None`` in eval). The self-attention memory
 transformers, read-out and output are MulT's.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,31 +64,42 @@ class AlignedCrossModalTransformer(CrossModalTransformer):
         self.gates = nn.ModuleList(nn.Linear(2 * d_model, d_model) for _ in self.blocks)
         self.mmd_tokens, self.element_weight = config.mmd_tokens, config.element_weight
 
-    def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
-                source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         losses, previous = [], None
         for block, gate in zip(self.blocks, self.gates):
             update = block.attend(target, source, source_padding)
             if self.training:
-                losses += self.alignment_losses(block, target, target_padding, source, source_padding, update,
-                                                previous)
+                losses += self.alignment_losses(block, target, target_padding, source, source_padding, update, previous)
             target = block.feed_forward(target + block.dropout(merging_gate(gate, target, update) * update))
             previous = update
         return self.norm(target), losses
 
-    def alignment_losses(self, block: PreLNBlock, target: torch.Tensor, target_padding: torch.Tensor,
-                         source: torch.Tensor, source_padding: torch.Tensor, update: torch.Tensor,
-                         previous: torch.Tensor | None) -> list[torch.Tensor]:
+    def alignment_losses(
+        self,
+        block: PreLNBlock,
+        target: torch.Tensor,
+        target_padding: torch.Tensor,
+        source: torch.Tensor,
+        source_padding: torch.Tensor,
+        update: torch.Tensor,
+        previous: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
         """This layer's MMD of queries and keys and, after the first layer, its element alignment."""
         queries, keys = queries_and_keys(block, target, source)
-        losses = [mmd(sample_tokens(queries, target_padding, self.mmd_tokens).float(),
-                      sample_tokens(keys, source_padding, self.mmd_tokens).float())]
+        losses = [
+            mmd(
+                sample_tokens(queries, target_padding, self.mmd_tokens).float(),
+                sample_tokens(keys, source_padding, self.mmd_tokens).float(),
+            )
+        ]
         if previous is not None:
-            attention = attention_weights(queries.detach(), keys.detach(), source_padding,
-                                          block.attention.num_heads)
+            attention = attention_weights(queries.detach(), keys.detach(), source_padding, block.attention.num_heads)
             confidence = attention_confidence(attention, source_padding)
-            losses.append(self.element_weight * element_alignment(update, previous.detach(), target_padding,
-                                                                  confidence))
+            losses.append(
+                self.element_weight * element_alignment(update, previous.detach(), target_padding, confidence)
+            )
         return losses
 
 
@@ -96,14 +108,15 @@ def merging_gate(gate: nn.Linear, target: torch.Tensor, update: torch.Tensor) ->
     return torch.sigmoid(gate(torch.cat([target, update], dim=-1)))
 
 
-def queries_and_keys(block: PreLNBlock, target: torch.Tensor, source: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def queries_and_keys(
+    block: PreLNBlock, target: torch.Tensor, source: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The block's projected queries ``(B, L_t, d)`` and keys ``(B, L_s, d)`` (all heads), as its
     attention computes them."""
     d = target.shape[-1]
     weight, bias = block.attention.in_proj_weight, block.attention.in_proj_bias
     queries = nn.functional.linear(block.norm_query(target), weight[:d], bias[:d])
-    keys = nn.functional.linear(block.norm_source(source), weight[d:2 * d], bias[d:2 * d])
+    keys = nn.functional.linear(block.norm_source(source), weight[d : 2 * d], bias[d : 2 * d])
     return queries, keys
 
 
@@ -115,9 +128,11 @@ def sample_tokens(states: torch.Tensor, padding: torch.Tensor, limit: int) -> to
     return valid[torch.randperm(len(valid), device=valid.device)[:limit]]
 
 
-def attention_weights(queries: torch.Tensor, keys: torch.Tensor, source_padding: torch.Tensor,
-                      heads: int) -> torch.Tensor:
+def attention_weights(
+    queries: torch.Tensor, keys: torch.Tensor, source_padding: torch.Tensor, heads: int
+) -> torch.Tensor:
     """Scaled dot-product attention ``(B, heads, L_t, L_s)`` without dropout, padded keys masked."""
+
     def split(states: torch.Tensor) -> torch.Tensor:
         return states.unflatten(-1, (heads, -1)).transpose(1, 2).float()
 
@@ -136,8 +151,9 @@ def attention_confidence(attention: torch.Tensor, source_padding: torch.Tensor) 
     return confidence.clamp(0.0, 1.0).mean(1)
 
 
-def element_alignment(update: torch.Tensor, previous: torch.Tensor, padding: torch.Tensor,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+def element_alignment(
+    update: torch.Tensor, previous: torch.Tensor, padding: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Weighted mean over the valid elements (B, L) of the squared difference between two layers'
     updates, averaged over channels; uniform weights if ``weights`` is None; 0 if all weights are 0."""
     squared = (update - previous).float().pow(2).mean(-1).masked_fill(padding, 0.0)

@@ -16,6 +16,7 @@ The loss weights (:class:`MISAConfig`) follow the paper's defaults relative to e
 ``aux_weight`` scales the sum.
 With one modality the pairwise similarity loss is absent.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class MISA(nn.Module):
         self.representations = SharedPrivate(config, LSTMEncoder)
         modalities = list(self.representations.encoders)
         self.decoders = nn.ModuleDict({m: nn.Linear(d, d) for m in modalities})
-        layer = nn.TransformerEncoderLayer(d, config.temporal_heads, config.temporal_ffn, config.dropout,
-                                           batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, config.temporal_heads, config.temporal_ffn, config.dropout, batch_first=True
+        )
         self.fusion = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         self.head = mlp(2 * len(modalities) * d, d, num_classes, config.dropout)
 
@@ -71,12 +73,17 @@ class MISA(nn.Module):
         modalities = list(shared)
         similarity = sum((cmd(shared[a], shared[b]) for a, b in combinations(modalities, 2)), torch.tensor(0.0))
         difference = sum(difference_loss(shared[m], private[m]) for m in modalities)
-        difference = difference + sum((difference_loss(private[a], private[b]) for a, b in combinations(modalities, 2)),
-                                      torch.tensor(0.0))
-        reconstruction = sum(nn.functional.mse_loss(self.decoders[m](shared[m] + private[m]), utterances[m])
-                             for m in modalities)
-        return (self.config.similarity_weight * similarity + self.config.difference_weight * difference
-                + self.config.reconstruction_weight * reconstruction)
+        difference = difference + sum(
+            (difference_loss(private[a], private[b]) for a, b in combinations(modalities, 2)), torch.tensor(0.0)
+        )
+        reconstruction = sum(
+            nn.functional.mse_loss(self.decoders[m](shared[m] + private[m]), utterances[m]) for m in modalities
+        )
+        return (
+            self.config.similarity_weight * similarity
+            + self.config.difference_weight * difference
+            + self.config.reconstruction_weight * reconstruction
+        )
 
 
 @register_model("misa", options=MISAConfig, inputs="features")

@@ -25,6 +25,7 @@ What the paper does, and how it maps here:
   class logits (classification with BCE in the trainer instead of the paper's regression / CE).
 * One ``dropout`` serves the paper's separate embedding, attention, residual and output dropouts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -15,12 +15,14 @@ the model, together with what the rest of the toolkit must know about it:
 ``class_names`` are the dataset's classes in label order (their number sizes the output; EmoEmbs also
 embeds their names). Every model takes a ``Batch`` and returns a :class:`~e2e.data.batch.ModelOutput`.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -43,8 +45,9 @@ class ModelSpec:
 _SPECS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, options: type[ModelConfig], inputs: str = "raw", sparse_traces: bool = False,
-                   pretrain_prefix: str = ""):
+def register_model(
+    name: str, options: type[ModelConfig], inputs: str = "raw", sparse_traces: bool = False, pretrain_prefix: str = ""
+):
     if inputs not in INPUT_KINDS:
         raise ValueError(f"model {name!r}: inputs must be one of {', '.join(INPUT_KINDS)}, got {inputs!r}")
     if options.name != name:
@@ -115,7 +118,10 @@ def with_changes(config: ExperimentConfig, changes: dict[str, Any], source: str)
 def switch_model(config: ExperimentConfig, name: str, source: str) -> ExperimentConfig:
     """``config`` for model ``name``: the model options both models have carry over, the others are
     left behind (MESM's ``top_p`` for its FE2E reference); data and train settings are kept."""
-    carried = {key: value for key, value in dataclasses.asdict(config.model).items()
-               if key in {f.name for f in dataclasses.fields(model_options(name))}}
+    carried = {
+        key: value
+        for key, value in dataclasses.asdict(config.model).items()
+        if key in {f.name for f in dataclasses.fields(model_options(name))}
+    }
     values = {**config.to_dict(), "model": {**carried, "name": name}}
     return config_module.build_config([(values, source)], model_options)

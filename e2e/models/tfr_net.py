@@ -12,6 +12,7 @@ Multimodal Sentiment Analysis"), for emotion classification on two-stage feature
   convolution, GLU-style), mean-pooled over the valid steps; the modality vectors are concatenated and
   an MLP classifies them. With one modality the inter-modal step is skipped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,8 +80,11 @@ class TFRNet(nn.Module):
         d = config.d_model
         self.missing_rate, self.aux_weight = config.train_missing_rate, config.aux_weight
         self.intra = nn.ModuleDict({m: SequenceEncoder(dim, config) for m, dim in dims.items()})
-        self.inter = nn.ModuleDict({m: nn.MultiheadAttention(d, config.temporal_heads, dropout=config.dropout,
-                                                             batch_first=True) for m in dims} if len(dims) > 1 else {})
+        self.inter = nn.ModuleDict(
+            {m: nn.MultiheadAttention(d, config.temporal_heads, dropout=config.dropout, batch_first=True) for m in dims}
+            if len(dims) > 1
+            else {}
+        )
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m in dims})
         self.reconstruct = nn.ModuleDict({m: nn.Linear(d, dim) for m, dim in dims.items()})
         self.fusion = nn.ModuleDict({m: GatedConvEncoder(d, config.gate_kernel) for m in dims})
@@ -88,17 +92,24 @@ class TFRNet(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         inputs = {m: padded_features(batch, m) for m in self.intra}
-        masks = {m: random_step_mask(padding, self.missing_rate) if self.training and self.missing_rate > 0
-                 else torch.zeros_like(padding) for m, (_, padding) in inputs.items()}
-        intra = {m: self.intra[m](sequence.masked_fill(masks[m].unsqueeze(-1), 0.0), padding)
-                 for m, (sequence, padding) in inputs.items()}
+        masks = {
+            m: random_step_mask(padding, self.missing_rate)
+            if self.training and self.missing_rate > 0
+            else torch.zeros_like(padding)
+            for m, (_, padding) in inputs.items()
+        }
+        intra = {
+            m: self.intra[m](sequence.masked_fill(masks[m].unsqueeze(-1), 0.0), padding)
+            for m, (sequence, padding) in inputs.items()
+        }
         states = {m: self.norms[m](intra[m] + self._attend_others(m, intra, inputs)) for m in intra}
         vectors = [self.fusion[m](states[m], inputs[m][1]) for m in states]
         logits = self.head(torch.cat(vectors, dim=1))
         aux = None
         if self.training:
-            aux = self.aux_weight * sum(masked_smooth_l1(self.reconstruct[m](states[m]), inputs[m][0], masks[m])
-                                        for m in states)
+            aux = self.aux_weight * sum(
+                masked_smooth_l1(self.reconstruct[m](states[m]), inputs[m][0], masks[m]) for m in states
+            )
         return ModelOutput(logits, aux_loss=aux, extras={"masks": masks})
 
     def _attend_others(self, modality: str, intra: dict, inputs: dict) -> torch.Tensor:

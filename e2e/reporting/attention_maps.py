@@ -7,6 +7,7 @@ resolution, so a block-3 site on a face covers 8×8 pixels). The title carries t
 probabilities and its decisions at the stored thresholds. ``density.json`` holds the fraction of each
 block's grid sites that were kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,20 @@ def visualize(ckpt: Path, ids: list[str], out_dir: Path, data_dir: Path | None =
     density = {utterance: kept_fractions(attention.masks) for utterance, attention in utterances.items()}
     summary = {"per_utterance": density, "mean": mean_kept_fractions(density)}
     write_text_atomic(out_dir / "density.json", json.dumps(summary, indent=2))
-    masks = {utterance: {m: [mask.tolist() for mask in blocks] for m, blocks in attention.masks.items()}
-             for utterance, attention in utterances.items()}
+    masks = {
+        utterance: {m: [mask.tolist() for mask in blocks] for m, blocks in attention.masks.items()}
+        for utterance, attention in utterances.items()
+    }
     return {"images": images, "density": summary, "masks": masks}
 
 
 def _title(attention: UtteranceAttention, class_names: list[str], thresholds: list[float]) -> str:
-    scores = "  ".join(f"{name} {prob:.2f}{'*' if prob >= threshold else ''}"
-                       for name, prob, threshold in zip(class_names, attention.probs.tolist(), thresholds))
+    scores = "  ".join(
+        f"{name} {prob:.2f}{'*' if prob >= threshold else ''}"
+        for name, prob, threshold in zip(class_names, attention.probs.tolist(), thresholds)
+    )
     item = attention.item
-    return f"{item['id']}  (* = predicted at stored thresholds)\n{scores}\n\"{item['text'][:70]}\""
+    return f'{item["id"]}  (* = predicted at stored thresholds)\n{scores}\n"{item["text"][:70]}"'
 
 
 def draw_attention_map(path: Path, title: str, attention: UtteranceAttention) -> None:
@@ -78,7 +83,7 @@ def draw_attention_map(path: Path, title: str, attention: UtteranceAttention) ->
         row = 0
         for modality, images in attention.images.items():
             blocks = attention.masks[modality]
-            _draw_modality(axes[row:row + 1 + len(blocks)], modality, images, blocks)
+            _draw_modality(axes[row : row + 1 + len(blocks)], modality, images, blocks)
             row += 1 + len(blocks)
         figure.suptitle(title)
 

@@ -4,6 +4,7 @@ the top-p and missing-input sweeps. Attention maps are drawn by :mod:`e2e.report
 Figures are :class:`matplotlib.figure.Figure` objects rendered by Agg, never pyplot: no backend is
 chosen and no figure registry is kept, so plotting works in any process under whatever backend it set.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,14 +24,19 @@ CHART_SIZE = (6.5, 4.5)  # inches per chart panel
 ATTENTION_MAP_SIZE = (7.2, 9.6)  # fixed, so every attention map is 720×960 pixels
 COLORS = {"main": "tab:blue", "f1": "tab:orange", "gflops": "tab:green", "kept_sites": (1.0, 0.15, 0.0)}
 STYLE = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "figure.titlesize": 8, "legend.fontsize": 7,
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "figure.titlesize": 8,
+    "legend.fontsize": 7,
     "axes.prop_cycle": cycler(color=matplotlib.colormaps["tab10"].colors),  # one colour per model line
 }
 
 
 @contextlib.contextmanager
-def styled_figure(path: Path, size: tuple[float, float], rows: int = 1, columns: int = 1
-                  ) -> Iterator[tuple[Figure, np.ndarray]]:
+def styled_figure(
+    path: Path, size: tuple[float, float], rows: int = 1, columns: int = 1
+) -> Iterator[tuple[Figure, np.ndarray]]:
     """A figure of ``size`` inches with a (rows, columns) array of axes to draw on inside the block, in
     :data:`STYLE` (applied while the block runs: text takes its size when it is created); saved to
     ``path`` as PNG when the block ends without error, via a temporary file renamed into place, so a
@@ -54,14 +60,26 @@ def plot_top_p(rows: list[dict], metric: str, path: Path) -> None:
         right = left.twinx()
         for key, color in ((metric, COLORS["main"]), ("f1", COLORS["f1"])):
             stats = [mean_std([100 * row[key] for row in mesm if row["p"] == p]) for p in ps]
-            left.errorbar(ps, [m for m, _ in stats], yerr=[s for _, s in stats], color=color, marker="o",
-                          capsize=3, label=f"MESM {metric_label(key)}")
-            left.axhline(mean_std([100 * row[key] for row in fe2e])[0], color=color, linestyle="--",
-                         label=f"FE2E {metric_label(key)}")
+            left.errorbar(
+                ps,
+                [m for m, _ in stats],
+                yerr=[s for _, s in stats],
+                color=color,
+                marker="o",
+                capsize=3,
+                label=f"MESM {metric_label(key)}",
+            )
+            left.axhline(
+                mean_std([100 * row[key] for row in fe2e])[0],
+                color=color,
+                linestyle="--",
+                label=f"FE2E {metric_label(key)}",
+            )
         gflops = [mean_std([row["gflops"] for row in mesm if row["p"] == p])[0] for p in ps]
         right.plot(ps, gflops, color=COLORS["gflops"], marker="s", label="MESM GFLOPs")
-        right.axhline(mean_std([row["gflops"] for row in fe2e])[0], color=COLORS["gflops"], linestyle=":",
-                      label="FE2E GFLOPs")
+        right.axhline(
+            mean_std([row["gflops"] for row in fe2e])[0], color=COLORS["gflops"], linestyle=":", label="FE2E GFLOPs"
+        )
         for axis in (left, right):
             axis.margins(y=0.15)  # keep reference lines at a data extreme off the frame
         right.set_ylim(bottom=0)  # GFLOPs from zero: the saving reads as a proportion
@@ -84,10 +102,17 @@ def plot_missing(rows: list[dict], metric: str, path: Path) -> None:
                 points = [row for row in rows if row["mode"] == mode and row["model"] == model]
                 rates = sorted({row["rate"] for row in points})
                 stats = [mean_std([100 * row[metric] for row in points if row["rate"] == rate]) for rate in rates]
-                axis.errorbar(rates, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=2,
-                              label=model)
-            axis.set_xlabel("missing rate" + (" (fraction of frames, chunks, tokens)" if mode == "elements"
-                                              else " (probability a modality is removed)"))
+                axis.errorbar(
+                    rates, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=2, label=model
+                )
+            axis.set_xlabel(
+                "missing rate"
+                + (
+                    " (fraction of frames, chunks, tokens)"
+                    if mode == "elements"
+                    else " (probability a modality is removed)"
+                )
+            )
             axis.set_ylabel(f"test {metric_label(metric)} (%)")
             axis.set_title(f"missing {mode}")
             axis.grid(alpha=0.3)

@@ -5,6 +5,7 @@ with the dataset's two headline metrics (IEMOCAP Acc/F1, MOSEI WAcc/F1) per clas
 percent. ``report.csv`` holds the same numbers in long form (one row per group, class and metric);
 :func:`format_summary` writes a benchmark's verdicts against the majority baseline.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,21 +59,33 @@ def _by_dataset(groups: dict[tuple, list[dict]]) -> dict[str, dict[tuple, list[d
 def _metric_cells(runs: list[dict]) -> list[tuple[str, str, list[float]]]:
     """(class or "avg", metric, values over runs) in table order: classes, average, extras."""
     names, metrics = runs[0]["class_names"], runs[0]["main_metrics"]
-    cells = [(name, metric, [run["test"]["per_class"][name][metric] for run in runs])
-             for name in names for metric in metrics]
+    cells = [
+        (name, metric, [run["test"]["per_class"][name][metric] for run in runs]) for name in names for metric in metrics
+    ]
     cells += [(AVERAGE, metric, [run["test"][metric] for run in runs]) for metric in metrics]
-    cells += [(AVERAGE, metric, [run["test"][metric] for run in runs])
-              for metric in EXTRA_METRICS if metric in runs[0]["test"]]
+    cells += [
+        (AVERAGE, metric, [run["test"][metric] for run in runs])
+        for metric in EXTRA_METRICS
+        if metric in runs[0]["test"]
+    ]
     return cells
 
 
 def _dataset_table(dataset: str, groups: dict[tuple, list[dict]]) -> str:
     first = next(iter(groups.values()))
     header = ["model", "modalities", "p", "runs"] + [
-        f"{name} {metric_label(metric)}" for name, metric, _ in _metric_cells(first)]
-    rows = [[model, modalities, "" if top_p is None else f"{top_p:g}", len(runs),
-             *(format_mean_std(values) for _, _, values in _metric_cells(runs))]
-            for (_, model, modalities, top_p), runs in groups.items()]
+        f"{name} {metric_label(metric)}" for name, metric, _ in _metric_cells(first)
+    ]
+    rows = [
+        [
+            model,
+            modalities,
+            "" if top_p is None else f"{top_p:g}",
+            len(runs),
+            *(format_mean_std(values) for _, _, values in _metric_cells(runs)),
+        ]
+        for (_, model, modalities, top_p), runs in groups.items()
+    ]
     return f"{dataset} test (%, mean±std over runs)\n\n{markdown_table(header, rows)}"
 
 
@@ -82,18 +95,28 @@ def _csv_rows(groups: dict[tuple, list[dict]]) -> list[dict]:
     for (dataset, model, modalities, top_p), runs in groups.items():
         for name, metric, values in _metric_cells(runs):
             mean, std = mean_std(values)
-            rows.append({"dataset": dataset, "model": model, "modalities": modalities,
-                         "top_p": "" if top_p is None else top_p, "runs": len(runs), "class": name,
-                         "metric": metric, "mean": f"{mean:.6f}", "std": f"{std:.6f}"})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "modalities": modalities,
+                    "top_p": "" if top_p is None else top_p,
+                    "runs": len(runs),
+                    "class": name,
+                    "metric": metric,
+                    "mean": f"{mean:.6f}",
+                    "std": f"{std:.6f}",
+                }
+            )
     return rows
 
 
 def format_summary(summary: dict) -> str:
     """One line per model of a benchmark's ``summary.json``: its mean test score against the majority baseline."""
     metric, majority = summary["metric"], summary["majority"]
-    baseline = (f"the majority baseline ({100 * majority[metric]:.1f}, "
-                f"{metric_label('f1')} {100 * majority['f1']:.1f})")
+    baseline = f"the majority baseline ({100 * majority[metric]:.1f}, {metric_label('f1')} {100 * majority['f1']:.1f})"
     return "\n".join(
         f"{name}: test {metric_label(metric)} {100 * entry[metric]:.1f}, {metric_label('f1')} {100 * entry['f1']:.1f}"
         f" -> {'beats' if entry['beats_majority'] else 'does NOT beat'} {baseline}"
-        for name, entry in summary["models"].items())
+        for name, entry in summary["models"].items()
+    )

@@ -5,6 +5,7 @@ and what every table and plot shares: the metric labels, mean ± std over runs.
 also matches files like ``jobs.json`` and runs still training): the others are skipped with a note
 saying why.
 """
+
 from __future__ import annotations
 
 import csv
@@ -101,9 +102,15 @@ def _dataset_table(dataset: str, results: list[dict], split: str) -> str:
     rows = []
     for result in results:
         metrics = result[split]
-        rows.append([Path(result["run"]).name, _model_label(result),
-                     *(_pair(metrics["per_class"][name], first, second) for name in names),
-                     _pair(metrics, first, second), *(f"{100 * metrics[metric]:.1f}" for metric in extras)])
+        rows.append(
+            [
+                Path(result["run"]).name,
+                _model_label(result),
+                *(_pair(metrics["per_class"][name], first, second) for name in names),
+                _pair(metrics, first, second),
+                *(f"{100 * metrics[metric]:.1f}" for metric in extras),
+            ]
+        )
     title = f"{dataset} {split} {metric_label(first)}/{metric_label(second)} (%)"
     return f"{title}\n\n{markdown_table(header, rows)}"
 
@@ -126,20 +133,41 @@ def modalities_table(rows: list[dict], metric: str) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["modalities"], row["variant"]), []).append(row)
-    return markdown_table(header, [
-        [model, subset, variant, len(group), format_mean_std([row[metric] for row in group]),
-         format_mean_std([row["f1"] for row in group])] for (model, subset, variant), group in groups.items()])
+    return markdown_table(
+        header,
+        [
+            [
+                model,
+                subset,
+                variant,
+                len(group),
+                format_mean_std([row[metric] for row in group]),
+                format_mean_std([row["f1"] for row in group]),
+            ]
+            for (model, subset, variant), group in groups.items()
+        ],
+    )
 
 
 def format_flops_table(report: dict) -> str:
     """Markdown: a summary line, then one row per layer (a :func:`e2e.analysis.flops.measure_flops` report)."""
     top_p = "" if report["top_p"] is None else f", p = {report['top_p']}"
     total, dense = report["per_utterance_gflops"], report["fe2e_per_utterance_gflops"]
-    summary = (f"**{report['model']}**{top_p}, cnn_width {report['cnn_width']}, {report['utterances']} utterances: "
-               f"{total['total']:.3f} GFLOPs/utterance vs FE2E {dense['total']:.3f} "
-               f"(ratio {report['ratio']:.3f}; attention +{report['attention_gflops']:.3f} GFLOPs, "
-               f"ratio with attention {report['ratio_with_attention']:.3f})")
+    summary = (
+        f"**{report['model']}**{top_p}, cnn_width {report['cnn_width']}, {report['utterances']} utterances: "
+        f"{total['total']:.3f} GFLOPs/utterance vs FE2E {dense['total']:.3f} "
+        f"(ratio {report['ratio']:.3f}; attention +{report['attention_gflops']:.3f} GFLOPs, "
+        f"ratio with attention {report['ratio_with_attention']:.3f})"
+    )
     header = ["modality", "layer", "kind", "GFLOPs/utterance", "active fraction"]
-    rows = [[row["modality"], row["layer"], row["kind"], f"{row['gflops_per_utterance']:.4f}",
-             f"{row['active_fraction']:.3f}"] for row in report["layers"]]
+    rows = [
+        [
+            row["modality"],
+            row["layer"],
+            row["kind"],
+            f"{row['gflops_per_utterance']:.4f}",
+            f"{row['active_fraction']:.3f}",
+        ]
+        for row in report["layers"]
+    ]
     return f"{summary}\n\n{markdown_table(header, rows, right_aligned=(3, 4))}"

@@ -1,14 +1,15 @@
 """Checkpoint I/O: load a checkpoint (rebuilding the frozen weights it leaves out), rebuild its model,
 copy pretrained parameters, and the RNG states a resumed run restores. See :mod:`e2e.training.trainer`
 for what ``best.pt`` and ``last.pt`` hold."""
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import pickle
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,8 +49,10 @@ def _reload(checkpoint: dict, path: Path | str) -> dict[str, torch.Tensor]:
     state = build_model(config.model, checkpoint["class_names"]).state_dict()
     reloaded = checkpoint["reloaded"]
     if _digest(state, reloaded["names"]) != reloaded["sha256"]:
-        raise UsageError(f"{path}: the frozen weights that model.text_model={config.model.text_model!r} gives "
-                         f"here differ from those the run was trained with (other model files?)")
+        raise UsageError(
+            f"{path}: the frozen weights that model.text_model={config.model.text_model!r} gives "
+            f"here differ from those the run was trained with (other model files?)"
+        )
     return {name: state[name] for name in reloaded["names"]}
 
 

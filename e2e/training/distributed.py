@@ -5,6 +5,7 @@ no-op, so the trainer calls these helpers unconditionally. Evaluation is sharded
 takes items r, r+W, ...) and gathered back into dataset order, so metrics always cover the full split
 exactly once (``DistributedSampler`` would pad the split with repeated items).
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,10 @@ def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:
 
 def _check_cuda(spec: str, device: torch.device) -> None:
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r}: CUDA is not available on this machine; use cpu or auto "
-                          f"(--device cpu, or --set train.device=cpu for e2e train)")
+        raise ConfigError(
+            f"device {spec!r}: CUDA is not available on this machine; use cpu or auto "
+            f"(--device cpu, or --set train.device=cpu for e2e train)"
+        )
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         raise ConfigError(f"device {spec!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
@@ -83,8 +86,9 @@ def init_distributed(device: torch.device) -> DistContext:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]),
-                       owns_group)
+    return DistContext(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]), owns_group
+    )
 
 
 def cleanup(context: DistContext) -> None:
@@ -116,8 +120,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def train_sampler(dataset: Dataset, context: DistContext, seed: int) -> DistributedSampler | None:
     if not context.enabled:
         return None
-    return DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
-                              shuffle=True, seed=seed)
+    return DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed)
 
 
 def shard(dataset: Dataset, context: DistContext) -> Dataset:
@@ -135,7 +138,7 @@ def gather_shards(part: np.ndarray, context: DistContext) -> np.ndarray:
     dist.all_gather_object(parts, part)
     full = np.empty((sum(len(p) for p in parts),) + part.shape[1:], dtype=part.dtype)
     for rank, rows in enumerate(parts):
-        full[rank::context.world_size] = rows
+        full[rank :: context.world_size] = rows
     return full
 
 

@@ -1,9 +1,10 @@
 """The inference loop: probabilities of a model over a dataset, and a checkpoint's metrics on a split."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,9 +21,16 @@ from e2e.training.checkpoint import check_class_names, load_checkpoint, model_fr
 from e2e.training.distributed import DistContext
 from e2e.training.metrics import compute_metrics, is_single_label
 
+SINGLE_PROCESS = DistContext()  # no DDP: this process sees the whole dataset
 
-def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Path | str | None = None,
-                        datasets: DataBundle | None = None, device: str | None = None) -> dict:
+
+def evaluate_checkpoint(
+    ckpt_path: Path | str,
+    split: str = "test",
+    data_dir: Path | str | None = None,
+    datasets: DataBundle | None = None,
+    device: str | None = None,
+) -> dict:
     """Metrics of a checkpoint on ``split`` at the thresholds stored in it (never re-tuned).
 
     The model and data settings come from the checkpoint's config; ``data_dir`` and ``device``
@@ -31,9 +39,12 @@ def evaluate_checkpoint(ckpt_path: Path | str, split: str = "test", data_dir: Pa
     return checkpoint_evaluator(ckpt_path, data_dir, datasets, device)(split)
 
 
-def checkpoint_evaluator(ckpt_path: Path | str, data_dir: Path | str | None = None,
-                         datasets: DataBundle | None = None,
-                         device: str | None = None) -> Callable[..., dict]:
+def checkpoint_evaluator(
+    ckpt_path: Path | str,
+    data_dir: Path | str | None = None,
+    datasets: DataBundle | None = None,
+    device: str | None = None,
+) -> Callable[..., dict]:
     """Load a checkpoint and its data once; the returned ``evaluate(split="test", transform=None)`` gives
     the metrics at the stored thresholds, each batch passed through ``transform`` first if given.
     Arguments as in :func:`evaluate_checkpoint`."""
@@ -45,8 +56,9 @@ def checkpoint_evaluator(ckpt_path: Path | str, data_dir: Path | str | None = No
         config.train.device = device
     target = distributed.resolve_device(config.train.device)
     if datasets is None and not Path(config.data.data_dir).is_dir():
-        raise FileNotFoundError(f"{ckpt_path}: the run's data directory {config.data.data_dir} does not exist "
-                                f"here; pass --data-dir")
+        raise FileNotFoundError(
+            f"{ckpt_path}: the run's data directory {config.data.data_dir} does not exist here; pass --data-dir"
+        )
     data = build_datasets(config, model_inputs(config.model.name)) if datasets is None else datasets
     check_class_names(checkpoint["class_names"], data.class_names, ckpt_path)
     model = model.to(target)
@@ -55,15 +67,23 @@ def checkpoint_evaluator(ckpt_path: Path | str, data_dir: Path | str | None = No
         if split not in SPLITS:
             raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         probs, labels = predict(model, getattr(data, split), data.collate_fn, config, target, transform=transform)
-        return compute_metrics(probs, labels, checkpoint["thresholds"], data.class_names,
-                               is_single_label(config.data.dataset))
+        return compute_metrics(
+            probs, labels, checkpoint["thresholds"], data.class_names, is_single_label(config.data.dataset)
+        )
 
     return evaluate
 
 
-def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable, config: ExperimentConfig,
-            device: torch.device, context: DistContext = DistContext(), desc: str = "eval",
-            transform: Callable[[Batch], Batch] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    collate_fn: Callable,
+    config: ExperimentConfig,
+    device: torch.device,
+    context: DistContext = SINGLE_PROCESS,
+    desc: str = "eval",
+    transform: Callable[[Batch], Batch] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(probs, labels), each (N, C), for the whole ``dataset`` in its order.
 
     ``transform`` edits every batch before the model sees it (the missing-input sweep).
@@ -86,13 +106,21 @@ def predict(model: nn.Module, dataset: Dataset, collate_fn: Callable, config: Ex
     return distributed.gather_shards(probs, context), distributed.gather_shards(labels, context)
 
 
-def make_loader(dataset: Dataset, collate_fn: Callable, config: ExperimentConfig, seed: int,
-            shuffle: bool = False, sampler=None) -> DataLoader:
+def make_loader(
+    dataset: Dataset, collate_fn: Callable, config: ExperimentConfig, seed: int, shuffle: bool = False, sampler=None
+) -> DataLoader:
     """A DataLoader with its own seeded generator, so shuffling and worker seeds never touch (or
     depend on) the global RNG."""
-    return DataLoader(dataset, batch_size=config.data.batch_size, shuffle=shuffle, sampler=sampler,
-                      collate_fn=collate_fn, num_workers=config.data.num_workers,
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=config.data.batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=config.data.num_workers,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _seed_worker(worker_id: int) -> None:

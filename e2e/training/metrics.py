@@ -4,15 +4,23 @@ Every class is a binary task: a probability ``p`` counts as positive iff ``p >= 
 are chosen per class on the *valid* split and reused unchanged on test; nothing here looks at test
 labels to pick a threshold.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
 from e2e.config import UsageError
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score, precision_score,
-                             recall_score, roc_auc_score)
 
 THRESHOLD_GRID = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
 
@@ -34,8 +42,7 @@ def is_single_label(dataset: str) -> bool:
     return _SINGLE_LABEL[dataset]
 
 
-def choose_thresholds(probs: np.ndarray, labels: np.ndarray,
-                      grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+def choose_thresholds(probs: np.ndarray, labels: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
     """Per class, the grid threshold maximising that class's binary F1; ties go to the smallest.
 
     Call this on valid probabilities only. Smallest-on-ties makes the choice deterministic; when F1 is 0
@@ -50,8 +57,9 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray,
     return chosen
 
 
-def compute_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float],
-                    class_names: Sequence[str], single_label: bool) -> dict:
+def compute_metrics(
+    probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float], class_names: Sequence[str], single_label: bool
+) -> dict:
     """Per-class binary metrics at the given thresholds, their unweighted means, and extras.
 
     Returns plain Python floats: ``{"n", "acc", "precision", "recall", "f1", "auc", "wacc",
@@ -62,11 +70,11 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[
     probs, labels = _as_arrays(probs, labels)
     thresholds = np.asarray(thresholds, dtype=float)
     if len(class_names) != probs.shape[1] or thresholds.shape != (probs.shape[1],):
-        raise UsageError(f"{probs.shape[1]} classes, but {len(class_names)} names and "
-                         f"{thresholds.shape} thresholds")
-    per_class = {name: {"threshold": float(thresholds[c]),
-                        **_binary_metrics(probs[:, c], labels[:, c], thresholds[c])}
-                 for c, name in enumerate(class_names)}
+        raise UsageError(f"{probs.shape[1]} classes, but {len(class_names)} names and {thresholds.shape} thresholds")
+    per_class = {
+        name: {"threshold": float(thresholds[c]), **_binary_metrics(probs[:, c], labels[:, c], thresholds[c])}
+        for c, name in enumerate(class_names)
+    }
     result: dict = {"n": int(len(labels))}
     for key in _BINARY_METRICS:
         result[key] = _mean([per_class[name][key] for name in class_names])

@@ -1,4 +1,5 @@
 """Seeding, optimiser and scheduler of a run."""
+
 from __future__ import annotations
 
 import random
@@ -28,9 +29,10 @@ def build_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.
     (when the model has it) at ``lr * text_lr_factor``."""
     text_ids = {id(p) for p in model.text_parameters()} if hasattr(model, "text_parameters") else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) not in text_ids], "lr": train_config.lr},
-              {"params": [p for p in trainable if id(p) in text_ids],
-               "lr": train_config.lr * train_config.text_lr_factor}]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in text_ids], "lr": train_config.lr},
+        {"params": [p for p in trainable if id(p) in text_ids], "lr": train_config.lr * train_config.text_lr_factor},
+    ]
     groups = [group for group in groups if group["params"]]
     if not groups:
         raise UsageError("nothing to train: every parameter is frozen (train.text_lr_factor=0 with text only?)")

@@ -6,6 +6,7 @@ normalisation and mel chunking as the cached training data. The audio is the vid
 ``audio`` file when given, or, for a video without an audio stream that is a clip of a reorganized
 folder (``DATA/video/<id>.mp4``), the clip's ``DATA/audio/<id>.wav``.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,20 +14,19 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 import torch
 
-from data_reorg.media import MediaError, SAMPLE_RATE, VideoInfo, frame_span, probe_video
+from data_reorg.media import MediaError, VideoInfo, frame_span, probe_video, read_audio
 from e2e.config import ConfigError, ExperimentConfig, UsageError
 from e2e.data.dataset import collate, normalise_faces
-from e2e.training.distributed import resolve_device
-from e2e.data.mel import mel_chunks, mel_spectrogram
 from e2e.data.faces import FaceCropper, read_frames, sample_frame_indices
+from e2e.data.mel import N_FFT, mel_chunks, mel_spectrogram
 from e2e.data.text import load_tokenizer
 from e2e.models import model_inputs, shipped_models
 from e2e.training.checkpoint import load_checkpoint, model_from_checkpoint
+from e2e.training.distributed import resolve_device
 
 _AUDIO_STREAM = re.compile(r"^\s*Stream #\d+:\d+.*: Audio: ", re.MULTILINE)
 
@@ -42,16 +42,25 @@ class Prediction:
 
     def format(self) -> str:
         lines = [f"{'emotion':<10} {'prob':>6}  decision"]
-        lines += [f"{name:<10} {prob:6.3f}  {'yes' if decided else 'no'}"
-                  for name, prob, decided in zip(self.class_names, self.probabilities, self.decisions)]
+        lines += [
+            f"{name:<10} {prob:6.3f}  {'yes' if decided else 'no'}"
+            for name, prob, decided in zip(self.class_names, self.probabilities, self.decisions)
+        ]
         lines.append(f"(faces found in {self.faces_found} of {self.frames} sampled frames)")
         if self.note:
             lines.append(f"({self.note})")
         return "\n".join(lines)
 
 
-def predict_video(ckpt: Path | str, video: Path | str, text: str, start: float | None = None,
-                  end: float | None = None, device: str = "cpu", audio: Path | str | None = None) -> Prediction:
+def predict_video(
+    ckpt: Path | str,
+    video: Path | str,
+    text: str,
+    start: float | None = None,
+    end: float | None = None,
+    device: str = "cpu",
+    audio: Path | str | None = None,
+) -> Prediction:
     """Per-emotion probabilities and thresholded decisions for ``video`` over [start, end] seconds.
 
     The audio comes from the video's audio track, or from ``audio`` (any file ffmpeg reads, on the
@@ -69,15 +78,27 @@ def predict_video(ckpt: Path | str, video: Path | str, text: str, start: float |
     check_end_to_end(checkpoint, ckpt)
     config, model = model_from_checkpoint(checkpoint, ckpt)
     crops, found = _face_crops(video, info, start, end, config.data.img_interval_ms, target)
-    item = {"id": video.stem, "text": text, "label": torch.zeros(len(checkpoint["class_names"])),
-            "faces": normalise_faces(crops), "audio": _mel_chunks(_audio_track(audio, start, end), config)}
+    samples = read_audio(audio, start, end, min_samples=N_FFT)
+    item = {
+        "id": video.stem,
+        "text": text,
+        "label": torch.zeros(len(checkpoint["class_names"])),
+        "faces": normalise_faces(crops),
+        "audio": _mel_chunks(samples, config),
+    }
     batch = collate([item], load_tokenizer(config.model.text_model), config.model.text_max_length)
     model = model.to(target)
     with torch.no_grad():
         probabilities = torch.sigmoid(model(batch.to(target)).logits)[0].cpu()
     thresholds = torch.as_tensor(checkpoint["thresholds"], dtype=probabilities.dtype)
-    return Prediction(list(checkpoint["class_names"]), probabilities.tolist(),
-                      (probabilities >= thresholds).tolist(), int(found.sum()), len(found), note)
+    return Prediction(
+        list(checkpoint["class_names"]),
+        probabilities.tolist(),
+        (probabilities >= thresholds).tolist(),
+        int(found.sum()),
+        len(found),
+        note,
+    )
 
 
 def _check_span(start: float | None, end: float | None) -> None:
@@ -92,8 +113,10 @@ def check_end_to_end(checkpoint: dict, source: Path | str) -> None:
     name = checkpoint["config"]["model"]["name"]
     if model_inputs(name) == "features":
         end_to_end = [model for model in shipped_models() if model_inputs(model) != "features"]
-        raise ConfigError(f"{source}: predict needs an end-to-end model ({', '.join(end_to_end)}); this "
-                          f"checkpoint holds {name!r}, which reads the two-stage feature cache of a corpus")
+        raise ConfigError(
+            f"{source}: predict needs an end-to-end model ({', '.join(end_to_end)}); this "
+            f"checkpoint holds {name!r}, which reads the two-stage feature cache of a corpus"
+        )
 
 
 def audio_source(video: Path, audio: Path | str | None) -> tuple[Path, str]:
@@ -112,19 +135,26 @@ def audio_source(video: Path, audio: Path | str | None) -> tuple[Path, str]:
     clip_wav = video.parent.parent / "audio" / f"{video.stem}.wav"
     if video.parent.name == "video" and (video.parent.parent / "manifest.jsonl").is_file() and clip_wav.is_file():
         return clip_wav, f"{video} has no audio stream: audio from its reorganized clip {clip_wav}"
-    raise MediaError(f"{video}: the video has no audio stream; pass the recording's audio with --audio FILE "
-                     f"(a reorganized clip's is DATA/audio/<id>.wav)")
+    raise MediaError(
+        f"{video}: the video has no audio stream; pass the recording's audio with --audio FILE "
+        f"(a reorganized clip's is DATA/audio/<id>.wav)"
+    )
 
 
 def has_audio_stream(media: Path) -> bool:
     """Whether ffmpeg lists an audio stream in ``media`` (``ffmpeg -i``: there is no ffprobe)."""
-    listing = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(media)],
-                             capture_output=True, text=True, errors="replace")
+    listing = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(media)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
     return _AUDIO_STREAM.search(listing.stderr) is not None
 
 
-def _face_crops(video: Path, info: VideoInfo, start: float | None, end: float | None, img_interval_ms: int,
-                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def _face_crops(
+    video: Path, info: VideoInfo, start: float | None, end: float | None, img_interval_ms: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     first, stop = frame_span(start or 0.0, info.duration if end is None else end, info)
     if stop <= first:
         raise MediaError(f"{video}: no frames in [{start}, {end}] (video lasts {info.duration:.2f} s)")
@@ -134,21 +164,3 @@ def _face_crops(video: Path, info: VideoInfo, start: float | None, end: float | 
 
 def _mel_chunks(samples: np.ndarray, config: ExperimentConfig) -> torch.Tensor:
     return mel_chunks(mel_spectrogram(torch.from_numpy(samples)), log=config.data.audio_features == "log_mel")
-
-
-def _audio_track(media: Path, start: float | None, end: float | None) -> np.ndarray:
-    """The audio of ``media`` over [start, end] as 16 kHz mono float32, decoded by ffmpeg."""
-    options = {"ss": start} if start else {}
-    if end is not None:
-        options["t"] = end - (start or 0.0)
-    try:
-        raw, _ = (ffmpeg.input(str(media), **options)
-                  .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE)
-                  .run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as error:
-        detail = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["ffmpeg failed"]
-        raise MediaError(f"{media}: cannot decode the audio track ({detail[0]})") from error
-    samples = np.frombuffer(raw, dtype=np.float32).copy()
-    if samples.size < 400:
-        raise MediaError(f"{media}: the audio track has no usable audio in [{start}, {end}]")
-    return samples

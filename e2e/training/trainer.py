@@ -37,6 +37,7 @@ progress bars; ``train.progress=false`` turns both off (the line then goes to th
 
 Runs under ``torchrun`` use DDP (:mod:`e2e.training.distributed`); rank 0 alone prints and writes files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,16 @@ from e2e.data.batch import Batch
 from e2e.data.bundle import DataBundle, build_datasets
 from e2e.models import build_model, model_inputs, model_spec
 from e2e.training import distributed
-from e2e.training.checkpoint import (check_class_names, copy_pretrained, load_checkpoint, reloadable_weights,
-                                     rng_state, set_rng_state, stored_epoch, write_checkpoint)
+from e2e.training.checkpoint import (
+    check_class_names,
+    copy_pretrained,
+    load_checkpoint,
+    reloadable_weights,
+    rng_state,
+    set_rng_state,
+    stored_epoch,
+    write_checkpoint,
+)
 from e2e.training.distributed import DistContext
 from e2e.training.inference import autocast, make_loader, predict, show_progress
 from e2e.training.metrics import choose_thresholds, compute_metrics, is_single_label, main_metrics
@@ -73,14 +82,18 @@ logger = logging.getLogger(__name__)
 RESUMABLE_KEYS = (  # config keys a resumed run may change; all of them take effect
     "train.epochs",  # train further (not under train.scheduler=cosine, whose schedule spans the epochs)
     "train.early_stop_patience",  # re-applied to the stored early-stopping state
-    "train.device", "train.progress", "train.keep_last", "data.num_workers",
+    "train.device",
+    "train.progress",
+    "train.keep_last",
+    "data.num_workers",
     "data.data_dir",  # the same corpus in another place (its class names are checked)
 )
 _BEST_KEYS = ("epoch", "model", "reloaded", "thresholds", "config", "class_names", "progress", "run_cwd")
 
 
-def train(config: ExperimentConfig, run_dir: Path | str, resume: bool = False,
-          datasets: DataBundle | None = None) -> dict:
+def train(
+    config: ExperimentConfig, run_dir: Path | str, resume: bool = False, datasets: DataBundle | None = None
+) -> dict:
     """Train per ``config``, writing into ``run_dir``; returns the contents of ``results.json``.
 
     ``resume`` continues from ``run_dir/checkpoints/last.pt`` (raises if absent; returns the results of
@@ -108,8 +121,10 @@ def train(config: ExperimentConfig, run_dir: Path | str, resume: bool = False,
 def _refuse_existing(run_dir: Path) -> None:
     for name in ("last.pt", "best.pt"):
         if (run_dir / "checkpoints" / name).exists():
-            raise FileExistsError(f"{run_dir / 'checkpoints' / name} exists: pass resume=True (--resume) to "
-                                  f"continue, or use a new run_dir")
+            raise FileExistsError(
+                f"{run_dir / 'checkpoints' / name} exists: pass resume=True (--resume) to "
+                f"continue, or use a new run_dir"
+            )
 
 
 def _resume_checkpoint(run_dir: Path, config: ExperimentConfig) -> dict:
@@ -130,14 +145,19 @@ def _check_resume_config(stored: dict, config: ExperimentConfig, epochs_done: in
     changes = _config_changes(stored, config.to_dict())
     refused = [change for key, change in changes.items() if key not in RESUMABLE_KEYS]
     if refused:
-        raise ConfigError(f"{source}: cannot resume with another config: {'; '.join(refused)} (only "
-                          f"{', '.join(RESUMABLE_KEYS)} may change on resume; use a new run directory)")
+        raise ConfigError(
+            f"{source}: cannot resume with another config: {'; '.join(refused)} (only "
+            f"{', '.join(RESUMABLE_KEYS)} may change on resume; use a new run directory)"
+        )
     if "train.epochs" in changes and config.train.scheduler == "cosine":
-        raise ConfigError(f"{source}: {changes['train.epochs']}: the epochs cannot change on resume under "
-                          f"train.scheduler=cosine (the schedule spans the original epochs)")
+        raise ConfigError(
+            f"{source}: {changes['train.epochs']}: the epochs cannot change on resume under "
+            f"train.scheduler=cosine (the schedule spans the original epochs)"
+        )
     if config.train.epochs < epochs_done:
-        raise ConfigError(f"{source}: train.epochs={config.train.epochs} is below the {epochs_done} epochs "
-                          f"already trained")
+        raise ConfigError(
+            f"{source}: train.epochs={config.train.epochs} is below the {epochs_done} epochs already trained"
+        )
 
 
 def _config_changes(stored: dict, current: dict) -> dict[str, str]:
@@ -157,14 +177,20 @@ def _finished_results(run_dir: Path, config: ExperimentConfig) -> dict:
     """The stored results of a run whose ``last.pt`` was deleted (``train.keep_last=false``); an error if
     ``config`` asks it to train further, which needs the deleted training state."""
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    progress = _Progress(epoch=results["epochs_completed"], best_epoch=results["best_epoch"],
-                         since_best=results["epochs_completed"] - results["best_epoch"])
+    progress = _Progress(
+        epoch=results["epochs_completed"],
+        best_epoch=results["best_epoch"],
+        since_best=results["epochs_completed"] - results["best_epoch"],
+    )
     progress.apply_patience(config.train.early_stop_patience)
     if not progress.finished(config.train.epochs):
-        raise UsageError(f"{run_dir}: the run finished after {progress.epoch} epochs and train.keep_last=false "
-                         f"deleted checkpoints/last.pt, so it cannot train further; use a new run directory")
-    logger.warning("%s: the run is finished (train.keep_last=false deleted checkpoints/last.pt); nothing to resume",
-                   run_dir)
+        raise UsageError(
+            f"{run_dir}: the run finished after {progress.epoch} epochs and train.keep_last=false "
+            f"deleted checkpoints/last.pt, so it cannot train further; use a new run directory"
+        )
+    logger.warning(
+        "%s: the run is finished (train.keep_last=false deleted checkpoints/last.pt); nothing to resume", run_dir
+    )
     return results
 
 
@@ -200,8 +226,9 @@ class _Progress:
 
 
 class _Trainer:
-    def __init__(self, config: ExperimentConfig, run_dir: Path, data: DataBundle, device: torch.device,
-                 context: DistContext):
+    def __init__(
+        self, config: ExperimentConfig, run_dir: Path, data: DataBundle, device: torch.device, context: DistContext
+    ):
         self.config, self.run_dir, self.data, self.device, self.context = config, run_dir, data, device, context
         self.class_names = list(data.class_names)
         self.single_label = is_single_label(config.data.dataset)
@@ -274,12 +301,22 @@ class _Trainer:
         sampler = distributed.train_sampler(self.data.train, self.context, train_config.seed)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        loader = make_loader(self.data.train, self.data.collate_fn, self.config, train_config.seed + epoch,
-                         shuffle=sampler is None, sampler=sampler)
+        loader = make_loader(
+            self.data.train,
+            self.data.collate_fn,
+            self.config,
+            train_config.seed + epoch,
+            shuffle=sampler is None,
+            sampler=sampler,
+        )
         self.model.train()
         total, steps = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} train", leave=False,
-                   disable=not show_progress(self.config, self.context))
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{train_config.epochs} train",
+            leave=False,
+            disable=not show_progress(self.config, self.context),
+        )
         for batch in bar:
             loss = self._step(batch.to(self.device))
             total, steps = total + loss, steps + 1
@@ -330,8 +367,10 @@ class _Trainer:
             return
         if self.progress.epoch != wanted:
             state = "is missing or unreadable" if stored is None else f"holds epoch {stored}"
-            raise UsageError(f"{best} {state}, but {self.checkpoints / 'last.pt'} names epoch {wanted} as the best "
-                             f"and holds epoch {self.progress.epoch}, so best.pt cannot be rebuilt")
+            raise UsageError(
+                f"{best} {state}, but {self.checkpoints / 'last.pt'} names epoch {wanted} as the best "
+                f"and holds epoch {self.progress.epoch}, so best.pt cannot be rebuilt"
+            )
         logger.warning("%s: rebuilt from last.pt (epoch %d), which a kill had left ahead of it", best, wanted)
         self._write_best(self._checkpoint(self.progress.best["thresholds"]))
 
@@ -385,8 +424,14 @@ class _Trainer:
         return results
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, batch: Batch,
-               config: ExperimentConfig, device: torch.device) -> float:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    batch: Batch,
+    config: ExperimentConfig,
+    device: torch.device,
+) -> float:
     """One optimisation step on ``batch`` (already on ``device``); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     with autocast(config, device):

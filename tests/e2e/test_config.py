@@ -30,21 +30,26 @@ def test_paper_hyperparameters():
 
 
 def test_overrides_are_typed():
-    config = load_config("configs/iemocap/mesm.yaml", ["train.epochs=3", "model.top_p=1", "model.modalities=ta",
-                                                        "model.cnn_weights=DEFAULT"])
+    config = load_config(
+        "configs/iemocap/mesm.yaml",
+        ["train.epochs=3", "model.top_p=1", "model.modalities=ta", "model.cnn_weights=DEFAULT"],
+    )
     assert config.train.epochs == 3 and config.model.top_p == 1.0 and isinstance(config.model.top_p, float)
     assert config.model.modalities == "ta" and config.model.cnn_weights == "DEFAULT"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "train.'epoch'"),
-    ("trian.epochs=3", "'trian'"),
-    ("train.epochs=three", "train.epochs must be int"),
-    ("model.positional_encoding=1", "true or false"),
-    ("model.top_p=0.5", "model.'top_p'"),  # the default model (fe2e) has no top_p: it is MESM's option
-    ("model.name=mesn", "unknown model 'mesn'"),
-    ("epochs=3", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "train.'epoch'"),
+        ("trian.epochs=3", "'trian'"),
+        ("train.epochs=three", "train.epochs must be int"),
+        ("model.positional_encoding=1", "true or false"),
+        ("model.top_p=0.5", "model.'top_p'"),  # the default model (fe2e) has no top_p: it is MESM's option
+        ("model.name=mesn", "unknown model 'mesn'"),
+        ("epochs=3", "section.key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("'", "'")):
         load_config(None, [override])
@@ -73,34 +78,38 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     assert load_config(None, ["train.grad_clip=+1e1"]).train.grad_clip == 10.0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epochs=0", "train.epochs must be > 0, got 0"),
-    ("train.lr=-1e-3", "train.lr must be >= 0, got -0.001"),
-    ("train.lr=.nan", "train.lr must be >= 0, got nan"),
-    ("train.grad_clip=.inf", "train.grad_clip must be >= 0, got inf"),
-    ("train.early_stop_patience=-1", "train.early_stop_patience must be >= 0"),
-    ("train.seed=-1", "train.seed must be in [0, 4294967295]"),
-    ("data.batch_size=0", "data.batch_size must be > 0"),
-    ("data.img_interval_ms=-500", "data.img_interval_ms must be > 0"),
-    ("model.dropout=1.5", r"model.dropout must be in [0, 1], got 1.5"),
-    ("model.top_p=0", r"model.top_p must be in (0, 1], got 0.0"),
-    ("model.top_p=1.01", r"model.top_p must be in (0, 1]"),
-    ("model.train_missing_rate=-0.1", r"model.train_missing_rate must be in [0, 1]"),
-    ("model.attention_mode=learned", "model.attention_mode must be one of trainable, faithful, got 'learned'"),
-    ("model.modalities=at", "model.modalities must be one of t, a, v, ta, tv, av, tav, got 'at'"),
-    ("model.cnn=resnet", "model.cnn must be one of mesm_vgg, vgg11, vgg11_bn, got 'resnet'"),
-    ("data.audio_features=mfcc", "data.audio_features must be one of log_mel, power, got 'mfcc'"),
-    ("data.dataset=meld", "data.dataset must be one of iemocap, mosei, got 'meld'"),
-    ("train.scheduler=linear", "train.scheduler must be one of none, cosine, got 'linear'"),
-    ("train.epochs=true", "train.epochs must be int, got True"),
-    ("train.lr=true", "train.lr must be float, got True"),
-    ("model.cnn_weights=3", "model.cnn_weights must be str or None, got 3"),
-    ("to_dict.x=1", "unknown config section 'to_dict'"),
-    ("data.data_dir=[1", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=0", "train.epochs must be > 0, got 0"),
+        ("train.lr=-1e-3", "train.lr must be >= 0, got -0.001"),
+        ("train.lr=.nan", "train.lr must be >= 0, got nan"),
+        ("train.grad_clip=.inf", "train.grad_clip must be >= 0, got inf"),
+        ("train.early_stop_patience=-1", "train.early_stop_patience must be >= 0"),
+        ("train.seed=-1", "train.seed must be in [0, 4294967295]"),
+        ("data.batch_size=0", "data.batch_size must be > 0"),
+        ("data.img_interval_ms=-500", "data.img_interval_ms must be > 0"),
+        ("model.dropout=1.5", r"model.dropout must be in [0, 1], got 1.5"),
+        ("model.top_p=0", r"model.top_p must be in (0, 1], got 0.0"),
+        ("model.top_p=1.01", r"model.top_p must be in (0, 1]"),
+        ("model.train_missing_rate=-0.1", r"model.train_missing_rate must be in [0, 1]"),
+        ("model.attention_mode=learned", "model.attention_mode must be one of trainable, faithful, got 'learned'"),
+        ("model.modalities=at", "model.modalities must be one of t, a, v, ta, tv, av, tav, got 'at'"),
+        ("model.cnn=resnet", "model.cnn must be one of mesm_vgg, vgg11, vgg11_bn, got 'resnet'"),
+        ("data.audio_features=mfcc", "data.audio_features must be one of log_mel, power, got 'mfcc'"),
+        ("data.dataset=meld", "data.dataset must be one of iemocap, mosei, got 'meld'"),
+        ("train.scheduler=linear", "train.scheduler must be one of none, cosine, got 'linear'"),
+        ("train.epochs=true", "train.epochs must be int, got True"),
+        ("train.lr=true", "train.lr must be float, got True"),
+        ("model.cnn_weights=3", "model.cnn_weights must be str or None, got 3"),
+        ("to_dict.x=1", "unknown config section 'to_dict'"),
+        ("data.data_dir=[1", "not valid YAML"),
+    ],
+)
 def test_out_of_range_or_mistyped_values_name_the_key(override, message):
     model = {"top_p": "mesm", "attention_mode": "mesm", "train_missing_rate": "tfr_net"}.get(
-        override.partition("=")[0].partition(".")[2], "fe2e")
+        override.partition("=")[0].partition(".")[2], "fe2e"
+    )
     with pytest.raises(ConfigError, match=re.escape(f"--set {override}: ") + ".*" + re.escape(message)):
         load_config(None, [f"model.name={model}", override])
 
@@ -168,8 +177,11 @@ def test_switch_model_and_with_changes_build_typed_checked_configs():
     mesm = load_config("configs/demo/mesm.yaml")
     fe2e = switch_model(mesm, "fe2e", "test")
     assert type(fe2e.model) is model_options("fe2e") and not hasattr(fe2e.model, "top_p")
-    assert (fe2e.model.cnn_width, fe2e.train.lr, fe2e.data.data_dir) == (mesm.model.cnn_width, mesm.train.lr,
-                                                                         mesm.data.data_dir)
+    assert (fe2e.model.cnn_width, fe2e.train.lr, fe2e.data.data_dir) == (
+        mesm.model.cnn_width,
+        mesm.train.lr,
+        mesm.data.data_dir,
+    )
     point = with_changes(mesm, {"model.top_p": 0.3, "train.seed": 2}, "sweep point")
     assert (point.model.top_p, point.train.seed, mesm.model.top_p) == (0.3, 2, 0.5)
     with pytest.raises(ConfigError, match=r"sweep point: model\.top_p must be in \(0, 1\], got 0"):

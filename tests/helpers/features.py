@@ -4,6 +4,7 @@ Dimensions follow ``feature_dims("tiny-bert")`` (text 32). Each utterance's clas
 every modality (a class-specific offset on a few dimensions, plus noise), with unaligned random
 lengths, so any model that reads any one modality can learn it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,7 @@ def small_config(name: str, modalities: str = "tav", **overrides) -> ModelConfig
     return options(**{**sizes, "modalities": modalities, "text_model": TEXT_MODEL, **overrides})
 
 
-def feature_batch(batch_size: int = 12, seed: int = 0, multi_label: bool = False,
-                  max_length: int = 7) -> Batch:
+def feature_batch(batch_size: int = 12, seed: int = 0, multi_label: bool = False, max_length: int = 7) -> Batch:
     """A batch whose labels are recoverable from each modality's features."""
     generator = torch.Generator().manual_seed(seed)
     if multi_label:
@@ -42,8 +42,10 @@ def feature_batch(batch_size: int = 12, seed: int = 0, multi_label: bool = False
         lengths = torch.randint(1, max_length + 1, (batch_size,), generator=generator)
         signal = torch.zeros(batch_size, dim)
         signal[:, :NUM_CLASSES] = 2.0 * labels
-        rows = [signal[b].expand(int(n), dim) + 0.3 * torch.randn(int(n), dim, generator=generator)
-                for b, n in enumerate(lengths)]
+        rows = [
+            signal[b].expand(int(n), dim) + 0.3 * torch.randn(int(n), dim, generator=generator)
+            for b, n in enumerate(lengths)
+        ]
         name = {"t": "text", "a": "audio", "v": "visual"}[modality]
         fields[f"{name}_features"] = torch.cat(rows)
         fields[f"{name}_feature_lengths"] = lengths

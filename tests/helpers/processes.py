@@ -1,4 +1,5 @@
 """Process inspection through /proc (no psutil): children of a pid, liveness that counts zombies as dead."""
+
 from __future__ import annotations
 
 import time

@@ -3,18 +3,18 @@
 Run as a script (``python -m torch.distributed.run ... tests/helpers/train.py RUN_DIR``) it trains
 :func:`make_config`'s run into RUN_DIR, which the DDP test uses.
 """
+
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import e2e  # noqa: F401  (compat shim first)
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dataclasses import dataclass
-
+import e2e  # noqa: F401  (compat shim first)
 from e2e.config import ExperimentConfig, ModelConfig
 from e2e.data.batch import Batch, ModelOutput
 from e2e.data.bundle import DataBundle
@@ -25,8 +25,10 @@ from e2e.training.trainer import train
 MODEL_NAME = "tiny_test_model"
 PRETRAINED_TEXT_MODEL = "tiny_pretrained_text_model"  # TinyModel whose embedding is "pretrained"
 PRETRAINED_SEED = 1234  # the pretrained embedding: the same in every build, whatever the global seed
-CLASSES = {"iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
-           "mosei": ["anger", "disgust", "fear", "happy", "sad", "surprise"]}
+CLASSES = {
+    "iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
+    "mosei": ["anger", "disgust", "fear", "happy", "sad", "surprise"],
+}
 SIZES = {"train": 48, "valid": 24, "test": 24}
 NOISE_TOKENS = 20  # token ids 1..C mark the classes; C+1..C+NOISE_TOKENS are noise; 0 is padding
 
@@ -102,9 +104,13 @@ class SyntheticEmotions(Dataset):
         noise = num_classes + 1 + torch.randint(NOISE_TOKENS, (3,), generator=generator)
         tokens = torch.cat([label.nonzero().flatten() + 1, noise])
         num_frames = 1 + int(torch.randint(2, (1,), generator=generator))
-        return {"id": item_id, "label": label, "tokens": tokens,
-                "faces": torch.randn(num_frames, 3, 48, 48, generator=generator),
-                "audio": torch.randn(1, 1, 128, 32, generator=generator)}
+        return {
+            "id": item_id,
+            "label": label,
+            "tokens": tokens,
+            "faces": torch.randn(num_frames, 3, 48, 48, generator=generator),
+            "audio": torch.randn(1, 1, 128, 32, generator=generator),
+        }
 
     def __len__(self) -> int:
         return len(self.items)
@@ -146,18 +152,31 @@ class CrashAfter:
 
 def make_bundle(dataset: str = "iemocap") -> DataBundle:
     classes = CLASSES[dataset]
-    splits = {split: SyntheticEmotions(size, len(classes), dataset == "iemocap", seed)
-              for seed, (split, size) in enumerate(SIZES.items())}
+    splits = {
+        split: SyntheticEmotions(size, len(classes), dataset == "iemocap", seed)
+        for seed, (split, size) in enumerate(SIZES.items())
+    }
     positives = torch.stack([item["label"] for item in splits["train"].items]).sum(0)
-    return DataBundle(**splits, class_names=classes, collate_fn=collate, train_positives=positives,
-                      skipped={split: {} for split in SIZES})
+    return DataBundle(
+        **splits,
+        class_names=classes,
+        collate_fn=collate,
+        train_positives=positives,
+        skipped={split: {} for split in SIZES},
+    )
 
 
 def make_config(dataset: str = "iemocap", model: str = MODEL_NAME, **train_overrides) -> ExperimentConfig:
     config = ExperimentConfig(model=model_options(model)())
     config.data.dataset, config.data.batch_size = dataset, 8
-    settings = {"epochs": 3, "lr": 0.05, "device": "cpu", "progress": False, "early_stop_patience": 0,
-                **train_overrides}
+    settings = {
+        "epochs": 3,
+        "lr": 0.05,
+        "device": "cpu",
+        "progress": False,
+        "early_stop_patience": 0,
+        **train_overrides,
+    }
     for key, value in settings.items():
         setattr(config.train, key, value)
     return config

@@ -4,11 +4,13 @@ Convolutions feeding a BatchNorm have no bias: BN subtracts the (batch or runnin
 there is redundant in training and in evaluation. It also makes the dense CNN and MESM's bias-free
 submanifold convolutions share exactly the same weights.
 """
+
 from __future__ import annotations
 
 import torch
-from e2e.config import UsageError
 from torch import nn
+
+from e2e.config import UsageError
 
 INPUT_SHAPES = {"v": (3, 48, 48), "a": (1, 128, 32)}  # one face crop / one 400 ms mel chunk
 CNN_NAMES = ("mesm_vgg", "vgg11", "vgg11_bn")

@@ -1,6 +1,7 @@
 """MulT's network and its building blocks (see :mod:`e2e.models.mult` for the paper mapping); MICA
 (:mod:`e2e.models.mica`) subclasses the network and its cross-modal stack.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,10 +56,10 @@ class PreLNBlock(nn.Module):
         ffn = config.temporal_ffn * d_model // config.d_model
         self.norm_query, self.norm_ffn = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.norm_source = nn.LayerNorm(d_model) if crossmodal else None
-        self.attention = nn.MultiheadAttention(d_model, config.temporal_heads, dropout=config.dropout,
-                                               batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(config.dropout),
-                                 nn.Linear(ffn, d_model))
+        self.attention = nn.MultiheadAttention(d_model, config.temporal_heads, dropout=config.dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(ffn, d_model)
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     def attend(self, states: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
@@ -91,8 +92,9 @@ class CrossModalTransformer(BlockStack):
     def __init__(self, d_model: int, config: CrossModalConfig):
         super().__init__(d_model, config, crossmodal=True)
 
-    def forward(self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor,
-                source_padding: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         for block in self.blocks:
             target = block(target, source, source_padding)
         return self.norm(target), []
@@ -124,19 +126,26 @@ class MulT(nn.Module):
         super().__init__()
         dims = modality_dims(config)
         if len(dims) < 2:
-            raise UsageError(f"{config.name} needs at least two modalities for cross-modal attention, "
-                             f"got {config.modalities!r}")
+            raise UsageError(
+                f"{config.name} needs at least two modalities for cross-modal attention, got {config.modalities!r}"
+            )
         d = config.d_model
         self.d_model, self.dropout = d, nn.Dropout(config.dropout)
-        self.projections = nn.ModuleDict({m: temporal_convolution(dim, d, config.conv_kernel(m))
-                                          for m, dim in dims.items()})
-        self.crossmodal = nn.ModuleDict({direction_name(source, target): self.crossmodal_class(d, config)
-                                         for source, target in permutations(dims, 2)})
+        self.projections = nn.ModuleDict(
+            {m: temporal_convolution(dim, d, config.conv_kernel(m)) for m, dim in dims.items()}
+        )
+        self.crossmodal = nn.ModuleDict(
+            {
+                direction_name(source, target): self.crossmodal_class(d, config)
+                for source, target in permutations(dims, 2)
+            }
+        )
         memory = d * (len(dims) - 1)
         self.memories = nn.ModuleDict({m: SelfAttentionTransformer(memory, config) for m in dims})
         fused = memory * len(dims)
-        self.residual = nn.Sequential(nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(config.dropout),
-                                      nn.Linear(fused, fused))
+        self.residual = nn.Sequential(
+            nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(fused, fused)
+        )
         self.output = nn.Linear(fused, num_classes)
 
     def embed(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,15 +155,17 @@ class MulT(nn.Module):
         states = states + sinusoidal_encoding(states.shape[1], self.d_model, states.device)
         return self.dropout(states), padding
 
-    def summarise(self, target: str, embedded: dict[str, tuple[torch.Tensor, torch.Tensor]]
-                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def summarise(
+        self, target: str, embedded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``target``'s utterance vector (B, d * (M - 1)) and the auxiliary losses of its cross-modal stacks."""
         states, padding = embedded[target]
         streams, losses = [], []
         for source, (source_states, source_padding) in embedded.items():
             if source != target:
                 stream, stream_losses = self.crossmodal[direction_name(source, target)](
-                    states, padding, source_states, source_padding)
+                    states, padding, source_states, source_padding
+                )
                 streams.append(stream)
                 losses += stream_losses
         memory = self.memories[target](torch.cat(streams, dim=-1), padding)

@@ -1,5 +1,6 @@
 """Building blocks shared by the end-to-end models: text encoder, projection, temporal transformer,
 late fusion (as in the MESM paper)."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ projection to ``d_model``, a temporal transformer whose CLS output feeds a linea
 of the text encoder's last hidden state feeds its own head. The modality logits are fused by
 learned per-modality scalars.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from torch import nn
 from e2e.config import ModelConfig, parse_modalities, positive
 from e2e.data.batch import Batch, ModelOutput
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn, flat_size
-from e2e.models.layers.encoders import LateFusion, TemporalTransformer, TextEncoder, projection, text_encoder_from_config
+from e2e.models.layers.encoders import (
+    LateFusion,
+    TemporalTransformer,
+    TextEncoder,
+    projection,
+    text_encoder_from_config,
+)
 
 
 @dataclass
@@ -63,8 +70,13 @@ class EndToEndModel(nn.Module):
             self.cnns[modality], flat = self._build_cnn(modality, config)
             self.projections[modality] = projection(flat, config.d_model)
             self.temporals[modality] = TemporalTransformer(
-                config.d_model, config.temporal_layers, config.temporal_heads, config.temporal_ffn,
-                config.dropout, config.positional_encoding)
+                config.d_model,
+                config.temporal_layers,
+                config.temporal_heads,
+                config.temporal_ffn,
+                config.dropout,
+                config.positional_encoding,
+            )
             self.heads[modality] = nn.Linear(config.d_model, num_classes)
         self.fusion = LateFusion(len(self.modalities))
 
@@ -74,8 +86,9 @@ class EndToEndModel(nn.Module):
         cnn = build_cnn(config.cnn, shape[0], config.cnn_weights, config.cnn_width)
         return cnn, flat_size(cnn, shape)
 
-    def _extract(self, modality: str, frames: torch.Tensor, lengths: torch.Tensor,
-                 text: torch.Tensor | None, extras: dict) -> torch.Tensor:
+    def _extract(
+        self, modality: str, frames: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor | None, extras: dict
+    ) -> torch.Tensor:
         """Per-frame CNN features ``(sum L_b, flat)``; ``text`` and ``extras`` are for subclasses."""
         return self.cnns[modality](frames).flatten(1)
 

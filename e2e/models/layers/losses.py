@@ -1,4 +1,5 @@
 """Auxiliary losses of the seed-paper models, each checkable by hand on small tensors (tests/test_losses.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -53,8 +54,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = (0.5, 
     return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
 
 
-def supervised_contrastive(embeddings: torch.Tensor, positives: torch.Tensor,
-                           temperature: float = 0.1) -> torch.Tensor:
+def supervised_contrastive(embeddings: torch.Tensor, positives: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SupCon (Khosla et al. 2020) over ``(N, d)`` embeddings; ``positives`` (N, N) bool marks pairs that
     should be close (the diagonal is ignored). Anchors without positives do not count; 0 if none has any."""
     z = nn.functional.normalize(embeddings, dim=1)

@@ -7,6 +7,7 @@ Options: every feature model's options class derives from :class:`FeatureModelCo
 its sequence encoders) or, when it also has attention, from :class:`SequenceModelConfig`; each model's
 options docstring says what these shared options mean for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ def modality_dims(config: ModelConfig) -> dict[str, int]:
 
 def mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
     """``Linear -> ReLU -> Dropout -> Linear``: the heads and fusion layers of the feature models."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, out_features))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_features)
+    )
 
 
 class SequenceEncoder(nn.Module):
@@ -66,8 +68,9 @@ class SequenceEncoder(nn.Module):
     def __init__(self, in_features: int, config: SequenceModelConfig):
         super().__init__()
         self.projection = nn.Linear(in_features, config.d_model)
-        layer = nn.TransformerEncoderLayer(config.d_model, config.temporal_heads, config.temporal_ffn,
-                                           config.dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            config.d_model, config.temporal_heads, config.temporal_ffn, config.dropout, batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, config.temporal_layers, enable_nested_tensor=False)
 
     def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
@@ -82,8 +85,14 @@ class LSTMEncoder(nn.Module):
 
     def __init__(self, in_features: int, config: FeatureModelConfig):
         super().__init__()
-        self.lstm = nn.LSTM(in_features, config.d_model, config.temporal_layers, batch_first=True,
-                            bidirectional=True, dropout=config.dropout if config.temporal_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            in_features,
+            config.d_model,
+            config.temporal_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.temporal_layers > 1 else 0.0,
+        )
         self.output = nn.Linear(2 * config.d_model, config.d_model)
 
     def forward(self, sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Shared (modality-invariant) and private (modality-specific) representations: MISA's, also used by FDMER."""
+
 from __future__ import annotations
 
 from torch import nn

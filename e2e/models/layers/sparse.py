@@ -16,6 +16,7 @@ mode kept features are multiplied by their (rescaled) attention weight so that W
 
 :func:`masked_dense_block` is a dense reference for tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,17 @@ from torch import nn
 
 from e2e.config import UsageError
 from e2e.models.layers.cnn import MESM_VGG_WIDTHS, dense_stem, scaled_widths, vgg_block
-from e2e.models.layers.sparse_conv import (all_sites, densify, flat_site, max_pool, resolve_backend, sparse_like,
-                                           sparse_tensor, subm_conv, subm_conv_module)
+from e2e.models.layers.sparse_conv import (
+    all_sites,
+    densify,
+    flat_site,
+    max_pool,
+    resolve_backend,
+    sparse_like,
+    sparse_tensor,
+    subm_conv,
+    subm_conv_module,
+)
 
 ATTENTION_MODES = ("trainable", "faithful")
 
@@ -89,8 +99,9 @@ class BlockTrace:
 class SparseBlock(nn.Module):
     """attend + top-p → SubM3×3(c_in→c_out)+BN+ReLU → SubM3×3(c_out→c_out)+BN+ReLU → max-pool 2×2."""
 
-    def __init__(self, c_in: int, c_out: int, text_dim: int, top_p: float,
-                 attention_mode: str = "trainable", key: str = "subm"):
+    def __init__(
+        self, c_in: int, c_out: int, text_dim: int, top_p: float, attention_mode: str = "trainable", key: str = "subm"
+    ):
         super().__init__()
         if attention_mode not in ATTENTION_MODES:
             raise UsageError(f"attention_mode must be one of {', '.join(ATTENTION_MODES)}, got {attention_mode!r}")
@@ -158,8 +169,16 @@ class SparseCNN(nn.Module):
     ``backend``: ``auto`` | ``spconv`` | ``torch``, resolved per call by :func:`resolve_backend`.
     """
 
-    def __init__(self, in_channels: int, text_dim: int, top_p: float, num_sparse: int = 3,
-                 attention_mode: str = "trainable", backend: str = "auto", width_scale: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        text_dim: int,
+        top_p: float,
+        num_sparse: int = 3,
+        attention_mode: str = "trainable",
+        backend: str = "auto",
+        width_scale: float = 1.0,
+    ):
         super().__init__()
         if not 1 <= num_sparse <= len(MESM_VGG_WIDTHS):
             raise UsageError(f"sparse_blocks must be in 1..{len(MESM_VGG_WIDTHS)}, got {num_sparse}")
@@ -168,11 +187,14 @@ class SparseCNN(nn.Module):
         stem_width, widths = scaled_widths(width_scale)
         num_dense = len(widths) - num_sparse
         self.out_channels = widths[-1][1]
-        self.stem = nn.Sequential(dense_stem(in_channels, stem_width),
-                                  *(vgg_block(c_in, c_out, pool=True) for c_in, c_out in widths[:num_dense]))
+        self.stem = nn.Sequential(
+            dense_stem(in_channels, stem_width),
+            *(vgg_block(c_in, c_out, pool=True) for c_in, c_out in widths[:num_dense]),
+        )
         self.blocks = nn.ModuleList(
             SparseBlock(c_in, c_out, text_dim, top_p, attention_mode, key=f"subm{i}")
-            for i, (c_in, c_out) in enumerate(widths[num_dense:]))
+            for i, (c_in, c_out) in enumerate(widths[num_dense:])
+        )
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> SparseCNNOutput:
         """``x`` (N, C, H, W) frames; ``text`` (N, text_dim): each frame's own utterance's text CLS."""

@@ -9,15 +9,17 @@ gather–GEMM–scatter over the active pairs (the CPU default, and the fallback
 (wrong sums in most calls), so on CPU they run only with ``torch.set_num_threads(1)``. Both store
 submanifold weights as spconv does, ``(out, kh, kw, in)``; state dicts are interchangeable.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn.functional as F
-from e2e.config import UsageError
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from e2e.config import UsageError
 
 try:
     import spconv.pytorch as spconv
@@ -51,8 +53,7 @@ class SubmanifoldRules:
         kernel_offset, rows = valid.t().nonzero(as_tuple=True)  # grouped by offset
         counts = valid.sum(0).tolist()
         inputs = neighbours[rows, kernel_offset]
-        self.pairs = [(k, r, i) for k, (r, i) in enumerate(zip(rows.split(counts), inputs.split(counts)))
-                      if counts[k]]
+        self.pairs = [(k, r, i) for k, (r, i) in enumerate(zip(rows.split(counts), inputs.split(counts))) if counts[k]]
 
 
 def _as_pixels(rows: torch.Tensor) -> torch.Tensor:
@@ -76,8 +77,9 @@ def _rows_outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not a.is_cpu:
         return a.t() @ b
     shape = a.new_empty(a.shape[1], b.shape[1], 1, 1)  # only its size and dtype are read
-    grads = torch.ops.aten.convolution_backward(_as_pixels(a), _as_pixels(b), shape, None, [1, 1], [0, 0], [1, 1],
-                                                False, [0, 0], 1, [False, True, False])
+    grads = torch.ops.aten.convolution_backward(
+        _as_pixels(a), _as_pixels(b), shape, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]
+    )
     return grads[1].reshape(a.shape[1], b.shape[1])
 
 
@@ -125,15 +127,15 @@ class TorchSparseTensor:
         self.batch_size = batch_size
         self.rules = rules
 
-    def replace_feature(self, features: torch.Tensor) -> "TorchSparseTensor":
+    def replace_feature(self, features: torch.Tensor) -> TorchSparseTensor:
         return TorchSparseTensor(features, self.indices, self.spatial_shape, self.batch_size, self.rules)
 
-    def subm_conv(self, weight: torch.Tensor) -> "TorchSparseTensor":
+    def subm_conv(self, weight: torch.Tensor) -> TorchSparseTensor:
         if self.rules is None:
             self.rules = SubmanifoldRules(self.indices, self.spatial_shape, self.batch_size)
         return self.replace_feature(_SubmConv3x3.apply(self.features, weight, self.rules))
 
-    def max_pool(self) -> "TorchSparseTensor":
+    def max_pool(self) -> TorchSparseTensor:
         """2×2 stride-2 max over each cell's active sites; a cell is active iff any of its sites is.
 
         Tied maxima share the gradient; the only common ties are zeros after ReLU, where ReLU's own
@@ -147,7 +149,8 @@ class TorchSparseTensor:
         group = (occupied.cumsum(0) - 1)[cell]
         channels = self.features.shape[1]
         features = self.features.new_zeros(cells.shape[0], channels).scatter_reduce(
-            0, group[:, None].expand(-1, channels), self.features, "amax", include_self=False)
+            0, group[:, None].expand(-1, channels), self.features, "amax", include_self=False
+        )
         indices = torch.stack([cells // (height * width), cells // width % height, cells % width], dim=1)
         return TorchSparseTensor(features, indices.int().contiguous(), (height, width), self.batch_size)
 
@@ -187,8 +190,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 def _check_spconv_threads(device: torch.device) -> None:
     if device.type == "cpu" and torch.get_num_threads() > 1:
-        raise RuntimeError("spconv's CPU kernels give wrong results with more than one thread; use the "
-                           "sparse backend 'torch' on CPU, or torch.set_num_threads(1)")
+        raise RuntimeError(
+            "spconv's CPU kernels give wrong results with more than one thread; use the "
+            "sparse backend 'torch' on CPU, or torch.set_num_threads(1)"
+        )
 
 
 def sparse_tensor(backend: str, features, indices, spatial_shape, batch_size):
@@ -221,8 +226,9 @@ def max_pool(x):
 def all_sites(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense ``(N, C, H, W)`` → features ``(N·H·W, C)`` and contiguous int32 indices, row-major."""
     frames, channels, height, width = x.shape
-    grid = torch.meshgrid(*(torch.arange(size, device=x.device, dtype=torch.int32)
-                            for size in (frames, height, width)), indexing="ij")
+    grid = torch.meshgrid(
+        *(torch.arange(size, device=x.device, dtype=torch.int32) for size in (frames, height, width)), indexing="ij"
+    )
     indices = torch.stack(grid, dim=-1).reshape(-1, 3)
     return x.permute(0, 2, 3, 1).reshape(-1, channels), indices
 

@@ -1,4 +1,5 @@
 """Feature-extraction FLOPs (e2e/analysis/flops.py): sparse counts against dense counts and measured work."""
+
 from __future__ import annotations
 
 import json

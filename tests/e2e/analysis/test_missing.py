@@ -1,4 +1,5 @@
 """Test-time missing-input transforms on raw and feature batches."""
+
 from __future__ import annotations
 
 import torch
@@ -15,10 +16,16 @@ def raw_batch() -> Batch:
     """Faces/chunks numbered by their packed position so order and identity can be checked."""
     face_lengths, audio_lengths = torch.tensor([4, 1, 6]), torch.tensor([2, 8, 3])
     ids = torch.tensor([[CLS, 5, 6, 7, 8, SEP], [CLS, 9, SEP, 0, 0, 0], [CLS, SEP, 0, 0, 0, 0]])
-    return Batch(ids=["a", "b", "c"], labels=torch.eye(3),
-                 text_input_ids=ids, text_attention_mask=(ids > 0).long(),
-                 faces=torch.arange(11.0).view(11, 1, 1, 1).expand(11, 3, 48, 48).clone(), face_lengths=face_lengths,
-                 audio=torch.arange(13.0).view(13, 1, 1, 1).expand(13, 1, 128, 32).clone(), audio_lengths=audio_lengths)
+    return Batch(
+        ids=["a", "b", "c"],
+        labels=torch.eye(3),
+        text_input_ids=ids,
+        text_attention_mask=(ids > 0).long(),
+        faces=torch.arange(11.0).view(11, 1, 1, 1).expand(11, 3, 48, 48).clone(),
+        face_lengths=face_lengths,
+        audio=torch.arange(13.0).view(13, 1, 1, 1).expand(13, 1, 128, 32).clone(),
+        audio_lengths=audio_lengths,
+    )
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -88,7 +95,12 @@ def test_feature_batch_elements(tmp_path):
     for modality in "tav":
         _, lengths = batch.features(modality)
         assert torch.equal(out.features(modality)[1], torch.clamp(lengths - torch.round(0.5 * lengths).long(), min=1))
-    rows = [{"model": m, "mode": mode, "rate": r, "seed": s, "acc": 0.5 - 0.2 * r}
-            for m in ("a", "b") for mode in ("elements", "modalities") for r in (0.0, 0.5) for s in (0, 1)]
+    rows = [
+        {"model": m, "mode": mode, "rate": r, "seed": s, "acc": 0.5 - 0.2 * r}
+        for m in ("a", "b")
+        for mode in ("elements", "modalities")
+        for r in (0.0, 0.5)
+        for s in (0, 1)
+    ]
     plot_missing(rows, "acc", tmp_path / "missing.png")
     assert (tmp_path / "missing.png").stat().st_size > 5000

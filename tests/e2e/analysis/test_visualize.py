@@ -1,4 +1,5 @@
 """Attention-map images of a MESM checkpoint (e2e/analysis/attention.py, e2e/reporting/attention_maps.py)."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,13 @@ def checkpoints(demo_iemocap_cache, tmp_path_factory) -> dict[str, Path]:
     """A MESM checkpoint trained for one epoch on the demo corpus, and a copy that claims to be FE2E
     (visualize refuses it from its config alone)."""
     root = tmp_path_factory.mktemp("vis_runs")
-    overrides = [f"data.data_dir={demo_iemocap_cache}", "train.epochs=1", "train.progress=false",
-                 "data.max_frames=4", "data.max_chunks=4"]  # fewer frames per utterance: a faster epoch
+    overrides = [
+        f"data.data_dir={demo_iemocap_cache}",
+        "train.epochs=1",
+        "train.progress=false",
+        "data.max_frames=4",
+        "data.max_chunks=4",
+    ]  # fewer frames per utterance: a faster epoch
     args = ["train", "--config", "configs/demo/mesm.yaml", "--out", str(root / "mesm")]
     assert main([*args, *(item for override in overrides for item in ("--set", override))]) == 0
     mesm = root / "mesm" / "checkpoints" / "best.pt"
@@ -73,8 +79,9 @@ def test_visualize_writes_images_masks_and_densities(checkpoints, test_ids, demo
     dataset = EmotionDataset(demo_iemocap_cache, "test", config, tokenizer=None)
     faces = {dataset.items[i].id: dataset[i]["faces"] for i in range(len(dataset)) if dataset.items[i].id in test_ids}
     for utterance in test_ids:
-        masks = {m: [np.array(block, dtype=bool) for block in blocks]
-                 for m, blocks in result["masks"][utterance].items()}
+        masks = {
+            m: [np.array(block, dtype=bool) for block in blocks] for m, blocks in result["masks"][utterance].items()
+        }
         assert set(masks) == {"a", "v"} and all(len(blocks) == 3 for blocks in masks.values())
         densities = stored["per_utterance"][utterance]
         for modality, blocks in masks.items():

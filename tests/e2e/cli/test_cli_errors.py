@@ -1,6 +1,7 @@
 """Clear errors of the ``e2e`` commands: predict's inputs, devices, text models that cannot be had,
 tables over run folders. Predict runs on a 1-epoch FE2E checkpoint of the demo
 corpus (its quality is not the point here)."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,10 +25,27 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error
 def short_run(demo_iemocap_cache, tmp_path_factory) -> Path:
     """A finished one-epoch FE2E run on the demo corpus (tiny text encoder, few frames and chunks)."""
     run_dir = tmp_path_factory.mktemp("short") / "fe2e-s0"
-    overrides = [f"data.data_dir={demo_iemocap_cache}", "train.epochs=1", "train.progress=false",
-                 "model.text_model=tiny-bert", "data.max_frames=4", "data.max_chunks=8"]
-    assert main(["train", "--config", DEMO_FE2E, "--out", str(run_dir),
-                 *(arg for override in overrides for arg in ("--set", override))]) == 0
+    overrides = [
+        f"data.data_dir={demo_iemocap_cache}",
+        "train.epochs=1",
+        "train.progress=false",
+        "model.text_model=tiny-bert",
+        "data.max_frames=4",
+        "data.max_chunks=8",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                DEMO_FE2E,
+                "--out",
+                str(run_dir),
+                *(arg for override in overrides for arg in ("--set", override)),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -54,8 +72,7 @@ def test_predict_takes_a_reorganized_clips_audio_from_its_wav(checkpoint, demo_i
     assert str(demo_iemocap_cache / test_clip["audio"]) in out
 
 
-def test_predict_on_a_video_without_audio_suggests_audio(checkpoint, demo_iemocap_cache, test_clip, tmp_path,
-                                                         capsys):
+def test_predict_on_a_video_without_audio_suggests_audio(checkpoint, demo_iemocap_cache, test_clip, tmp_path, capsys):
     video = shutil.copyfile(demo_iemocap_cache / test_clip["video"], tmp_path / "talk.mp4")
     assert main(_predict(checkpoint, video)) == 2
     err = capsys.readouterr().err
@@ -67,11 +84,14 @@ def test_predict_on_a_video_without_audio_suggests_audio(checkpoint, demo_iemoca
     assert "faces found in" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("span, message", [
-    (("--start", "2", "--end", "1"), "--start 2.0 must be before --end 1.0"),
-    (("--start", "1.5", "--end", "1.5"), "--start 1.5 must be before --end 1.5"),
-    (("--start", "-1"), "--start -1.0 is before the start of the video"),
-])
+@pytest.mark.parametrize(
+    "span, message",
+    [
+        (("--start", "2", "--end", "1"), "--start 2.0 must be before --end 1.0"),
+        (("--start", "1.5", "--end", "1.5"), "--start 1.5 must be before --end 1.5"),
+        (("--start", "-1"), "--start -1.0 is before the start of the video"),
+    ],
+)
 def test_predict_rejects_an_empty_or_negative_span(checkpoint, demo_iemocap_cache, test_clip, capsys, span, message):
     assert main(_predict(checkpoint, demo_iemocap_cache / test_clip["video"], *span)) == 2
     assert message in capsys.readouterr().err
@@ -89,13 +109,14 @@ def test_predict_refuses_a_feature_model_checkpoint(checkpoint, demo_iemocap_cac
 
 @no_cuda
 @pytest.mark.parametrize("command", ["preprocess", "features", "eval", "predict", "train"])
-def test_cuda_on_a_machine_without_it_fails_first(command, checkpoint, demo_iemocap_cache, test_clip, tmp_path,
-                                                  capsys):
-    args = {"preprocess": ["preprocess", str(demo_iemocap_cache), "--device", "cuda"],
-            "features": ["features", str(demo_iemocap_cache), "--device", "cuda"],
-            "eval": ["eval", "--ckpt", str(checkpoint), "--device", "cuda"],
-            "predict": _predict(checkpoint, demo_iemocap_cache / test_clip["video"], "--device", "cuda"),
-            "train": ["train", "--config", DEMO_FE2E, "--set", "train.device=cuda", "--out", str(tmp_path / "run")]}
+def test_cuda_on_a_machine_without_it_fails_first(command, checkpoint, demo_iemocap_cache, test_clip, tmp_path, capsys):
+    args = {
+        "preprocess": ["preprocess", str(demo_iemocap_cache), "--device", "cuda"],
+        "features": ["features", str(demo_iemocap_cache), "--device", "cuda"],
+        "eval": ["eval", "--ckpt", str(checkpoint), "--device", "cuda"],
+        "predict": _predict(checkpoint, demo_iemocap_cache / test_clip["video"], "--device", "cuda"),
+        "train": ["train", "--config", DEMO_FE2E, "--set", "train.device=cuda", "--out", str(tmp_path / "run")],
+    }
     started = time.monotonic()
     assert main(args[command]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
@@ -151,4 +172,3 @@ def test_table_over_a_sweep_folder_skips_what_is_not_a_finished_run(short_run, c
     assert "iemocap test Acc/F1" in captured.out and "| fe2e-s0 | fe2e (tav) |" in captured.out
     assert f"e2e: skipped {out / 'jobs.json'}: not a run directory" in captured.err
     assert f"e2e: skipped {out / 'fe2e-s1'}: the run has no finished epoch" in captured.err
-

@@ -4,6 +4,7 @@ The proof that the models learn from pixels and waveforms: FE2E restricted to on
 audio only, visual only) must beat the majority-class baseline clearly on the test split, and all three
 together must do at least as well as the best single modality (allowing noise).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,17 @@ pytestmark = pytest.mark.slow
 
 
 def _train(data_dir: Path, run_dir: Path, config: str = DEMO_FE2E, *overrides: str) -> dict:
-    args = ["train", "--config", config, "--set", f"data.data_dir={data_dir}", "--set", "train.progress=false",
-            "--out", str(run_dir)]
+    args = [
+        "train",
+        "--config",
+        config,
+        "--set",
+        f"data.data_dir={data_dir}",
+        "--set",
+        "train.progress=false",
+        "--out",
+        str(run_dir),
+    ]
     for override in overrides:
         args += ["--set", override]
     assert main(args) == 0
@@ -45,8 +55,10 @@ def run_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(demo_iemocap_cache, run_root) -> dict[str, dict]:
-    return {modalities: _train(demo_iemocap_cache, run_root / modalities, DEMO_FE2E, f"model.modalities={modalities}")
-            for modalities in ("t", "a", "v", "tav")}
+    return {
+        modalities: _train(demo_iemocap_cache, run_root / modalities, DEMO_FE2E, f"model.modalities={modalities}")
+        for modalities in ("t", "a", "v", "tav")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +107,8 @@ def _mux(video: Path, audio: Path, out: Path) -> Path:
     """A clip with its audio as the video's own track (what a user's recording looks like)."""
     streams = [ffmpeg.input(str(video)).video, ffmpeg.input(str(audio)).audio]
     ffmpeg.output(*streams, str(out), vcodec="copy", acodec="aac").overwrite_output().run(
-        cmd=imageio_ffmpeg.get_ffmpeg_exe(), quiet=True)
+        cmd=imageio_ffmpeg.get_ffmpeg_exe(), quiet=True
+    )
     return out
 
 
@@ -120,8 +133,25 @@ def test_predict_on_a_time_range_with_separate_audio(tav_checkpoint, demo_data, 
     video = next((demo_data.raw_mosei / "Raw" / "Videos" / "Full" / "Combined").glob("*.mp4"))
     audio = demo_data.raw_mosei / "Raw" / "Audio" / "Full" / "WAV_16000" / f"{video.stem}.wav"
     capsys.readouterr()
-    assert main(["predict", "--ckpt", str(ckpt), str(video), "--audio", str(audio), "--start", "0.5",
-                 "--end", "2.5", "--text", "this is wonderful"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(ckpt),
+                str(video),
+                "--audio",
+                str(audio),
+                "--start",
+                "0.5",
+                "--end",
+                "2.5",
+                "--text",
+                "this is wonderful",
+            ]
+        )
+        == 0
+    )
     assert "faces found in" in capsys.readouterr().out
 
 
@@ -134,8 +164,10 @@ def test_predict_errors_are_clear(tav_checkpoint, demo_iemocap_cache, tmp_path, 
     error = capsys.readouterr().err
     assert "silent.mp4" in error and "no audio stream" in error and "--audio" in error
     assert main(["predict", "--ckpt", str(ckpt), str(clip), "--text", "hello"]) == 0  # finds audio/<id>.wav
-    assert f"audio from its reorganized clip {demo_iemocap_cache / 'audio' / (clip.stem + '.wav')}" in \
-        capsys.readouterr().out
+    assert (
+        f"audio from its reorganized clip {demo_iemocap_cache / 'audio' / (clip.stem + '.wav')}"
+        in capsys.readouterr().out
+    )
     assert main(["predict", "--ckpt", str(ckpt), str(tmp_path / "missing.mp4"), "--text", "hi"]) == 2
     assert "missing.mp4" in capsys.readouterr().err
 

@@ -1,11 +1,11 @@
 """Feature cache (preprocess) on a tiny generated corpus, the dataset's checks and the batch collator."""
+
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
-import e2e  # noqa: F401  (torchvision shim before facenet_pytorch / transformers)
 import cv2
 import numpy as np
 import pytest
@@ -13,12 +13,13 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from e2e.data.batch import Batch
+import e2e  # noqa: F401  (torchvision shim before facenet_pytorch / transformers)
 from e2e.config import ExperimentConfig
+from e2e.data.batch import Batch
 from e2e.data.dataset import EmotionDataset, collate, even_subsample, label_counts
 from e2e.data.mel import mel_spectrogram
-from e2e.data.text import load_tokenizer
 from e2e.data.preprocess import cache_path, is_valid_cache, preprocess
+from e2e.data.text import load_tokenizer
 
 BACKGROUND = (70, 90, 110)
 FPS = 10.0
@@ -31,7 +32,7 @@ def face_frame(shift: int) -> np.ndarray:
     patch = cv2.resize(data.astronaut()[20:230, 130:320], None, fx=1.1, fy=1.1, interpolation=cv2.INTER_AREA)
     frame = np.full((480, 360, 3), BACKGROUND, np.uint8)
     top, left = (480 - patch.shape[0]) // 2 + shift, (360 - patch.shape[1]) // 2 + shift
-    frame[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+    frame[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
     return frame
 
 
@@ -58,9 +59,22 @@ def write_wav(data_dir: Path, name: str, seconds: float, silent: bool = False) -
 
 
 def manifest_row(item_id: str, label, text: str = "some words", split: str = "train", **fields) -> dict:
-    row = {"id": item_id, "dataset": "iemocap", "split": split, "label": label, "start": 0.0, "end": 1.0,
-           "text": text, "video": f"video/{item_id}.mp4", "audio": f"audio/{item_id}.wav", "side": None,
-           "fps": FPS, "num_frames": 10, "num_samples": 16000, "sha256": None}
+    row = {
+        "id": item_id,
+        "dataset": "iemocap",
+        "split": split,
+        "label": label,
+        "start": 0.0,
+        "end": 1.0,
+        "text": text,
+        "video": f"video/{item_id}.mp4",
+        "audio": f"audio/{item_id}.wav",
+        "side": None,
+        "fps": FPS,
+        "num_frames": 10,
+        "num_samples": 16000,
+        "sha256": None,
+    }
     row.update(fields)
     return row
 
@@ -78,10 +92,16 @@ def corpus(tmp_path_factory):
     short = {**write_clip(root, "short", 0.6), **write_wav(root, "short", 0.6)}
     rows = [
         manifest_row("Ses01F_u1", "ang", "I am so angry", **short, sha256={"video": "v1", "audio": "a1"}),
-        manifest_row("odd id/2", "sad", "this is a rather sad and long sentence",
-                     **write_clip(root, "u2", 1.6), **write_wav(root, "u2", 1.6)),
-        manifest_row("Ses01F_u3", "hap", "yes", **write_clip(root, "u3", 2.2, blank_frames=(10,)),
-                     **write_wav(root, "u3", 2.2)),
+        manifest_row(
+            "odd id/2",
+            "sad",
+            "this is a rather sad and long sentence",
+            **write_clip(root, "u2", 1.6),
+            **write_wav(root, "u2", 1.6),
+        ),
+        manifest_row(
+            "Ses01F_u3", "hap", "yes", **write_clip(root, "u3", 2.2, blank_frames=(10,)), **write_wav(root, "u3", 2.2)
+        ),
         manifest_row("silent", "neu", **{**short, **write_wav(root, "silent", 0.6, silent=True)}),
         manifest_row("corrupt", "fru", **{**short, "video": "video/corrupt.mp4"}),
         manifest_row("notext", "exc", " ", **short),
@@ -110,12 +130,20 @@ def write_cache(data_dir: Path, item_id: str, faces=None, mel=None, num_samples=
     mel = np.ones((128, 81), np.float32) if mel is None else mel
     path = cache_path(data_dir, 500, item_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, faces=faces, face_found=np.ones(len(faces), bool), mel=mel, rms=np.float32(rms),
-             num_samples=np.int64(num_samples), source=np.array("null"))
+    np.savez(
+        path,
+        faces=faces,
+        face_found=np.ones(len(faces), bool),
+        mel=mel,
+        rms=np.float32(rms),
+        num_samples=np.int64(num_samples),
+        source=np.array("null"),
+    )
     return path
 
 
 # --- preprocess ----------------------------------------------------------------------------------
+
 
 def test_preprocess_builds_cache_and_records_problems(corpus):
     root, rows, summary = corpus
@@ -161,12 +189,17 @@ def test_preprocess_with_worker_processes(corpus):
 
 # --- dataset -------------------------------------------------------------------------------------
 
+
 def test_dataset_over_preprocessed_corpus(corpus, tokenizer):
     root, _, _ = corpus
     dataset = EmotionDataset(root, "train", make_config(), tokenizer)
     assert [item.id for item in dataset.items] == ["Ses01F_u1", "odd id/2", "Ses01F_u3"]
-    assert dataset.skipped == {"silent_audio": ["silent"], "missing_cache": ["corrupt"],
-                               "empty_text": ["notext"], "bad_label": ["badlabel"]}
+    assert dataset.skipped == {
+        "silent_audio": ["silent"],
+        "missing_cache": ["corrupt"],
+        "empty_text": ["notext"],
+        "bad_label": ["badlabel"],
+    }
     assert dataset.class_names == ("ang", "exc", "fru", "hap", "neu", "sad")
     item = dataset[2]
     assert item["faces"].shape == (5, 3, 48, 48) and item["faces"].dtype == torch.float32
@@ -194,10 +227,15 @@ def test_collate_three_utterances_of_different_lengths(corpus, tokenizer):
 
 
 def test_every_bad_input_kind_is_skipped_and_counted(tmp_path, tokenizer, caplog):
-    rows = [manifest_row(name, "neu") for name in
-            ("good1", "good2", "missing", "garbage", "noframes", "short", "silent", "quiet")]
-    rows += [manifest_row("blank", "neu", text=""), manifest_row("wrong", "happy"),
-             manifest_row("recut", "neu", sha256={"video": "new", "audio": "new"})]
+    rows = [
+        manifest_row(name, "neu")
+        for name in ("good1", "good2", "missing", "garbage", "noframes", "short", "silent", "quiet")
+    ]
+    rows += [
+        manifest_row("blank", "neu", text=""),
+        manifest_row("wrong", "happy"),
+        manifest_row("recut", "neu", sha256={"video": "new", "audio": "new"}),
+    ]
     write_manifest(tmp_path, rows)
     for name in ("good1", "good2", "blank", "wrong", "recut"):
         write_cache(tmp_path, name)
@@ -209,9 +247,16 @@ def test_every_bad_input_kind_is_skipped_and_counted(tmp_path, tokenizer, caplog
     with caplog.at_level(logging.WARNING, logger="e2e.data.dataset"):
         dataset = EmotionDataset(tmp_path, "train", make_config(), tokenizer)
     assert len(dataset) == 2
-    assert dataset.skipped == {"missing_cache": ["missing"], "bad_cache": ["garbage"], "no_frames": ["noframes"],
-                               "short_audio": ["short"], "silent_audio": ["silent", "quiet"],
-                               "empty_text": ["blank"], "bad_label": ["wrong"], "stale_cache": ["recut"]}
+    assert dataset.skipped == {
+        "missing_cache": ["missing"],
+        "bad_cache": ["garbage"],
+        "no_frames": ["noframes"],
+        "short_audio": ["short"],
+        "silent_audio": ["silent", "quiet"],
+        "empty_text": ["blank"],
+        "bad_label": ["wrong"],
+        "stale_cache": ["recut"],
+    }
     for name in ("missing", "garbage", "noframes", "short", "silent", "quiet", "blank", "wrong", "recut"):
         assert name in caplog.text
     assert [dataset[index]["id"] for index in range(len(dataset))] == ["good1", "good2"]

@@ -1,4 +1,5 @@
 """Two-stage features (``e2e features``) and the FeatureDataset on the real-format demo corpus."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,12 +11,12 @@ import torch
 from data_reorg.io import read_jsonl
 from data_reorg.manifest import load_manifest
 from e2e.cli import main
-from e2e.models import load_config, model_inputs
+from e2e.data.bundle import build_datasets
 from e2e.data.feature_cache import extract_features, feature_cache_dir, feature_path
 from e2e.data.feature_dataset import FeatureDataset, collate_features
-from e2e.data.sequences import AUDIO_DESCRIPTORS, AUDIO_DIM, VISUAL_DIM, audio_descriptors
 from e2e.data.preprocess import cache_path
-from e2e.data.bundle import build_datasets
+from e2e.data.sequences import AUDIO_DESCRIPTORS, AUDIO_DIM, VISUAL_DIM, audio_descriptors
+from e2e.models import load_config, model_inputs
 
 DEMO_CONFIG = "configs/demo/lf_trans.yaml"
 

@@ -1,16 +1,17 @@
 """Mel spectrogram and chunks, frame sampling and decoding, MTCNN face crops, text model loading."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import e2e  # noqa: F401  (torchvision shim before facenet_pytorch / transformers)
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from e2e.data.mel import mel_chunks, mel_spectrogram
+import e2e  # noqa: F401  (torchvision shim before facenet_pytorch / transformers)
 from e2e.data.faces import FaceCropper, VideoReadError, centre_crop, read_frames, sample_frame_indices
+from e2e.data.mel import mel_chunks, mel_spectrogram
 from e2e.data.text import load_text_encoder, load_tokenizer, resolve_text_model
 
 BACKGROUND = (70, 90, 110)
@@ -29,9 +30,13 @@ def face_frame(name: str, height: int = 480, width: int = 360, face_px: int = 12
     patch = cv2.resize(image[y1:y2, x1:x2], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     frame = np.full((height, width, 3), BACKGROUND, np.uint8)
     top, left = (height - patch.shape[0]) // 2, (width - patch.shape[1]) // 2
-    frame[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
-    face_box = [left + (box[0] - x1) * scale, top + (box[1] - y1) * scale,
-                left + (box[2] - x1) * scale, top + (box[3] - y1) * scale]
+    frame[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    face_box = [
+        left + (box[0] - x1) * scale,
+        top + (box[1] - y1) * scale,
+        left + (box[2] - x1) * scale,
+        top + (box[3] - y1) * scale,
+    ]
     return frame, face_box
 
 
@@ -49,14 +54,25 @@ def cropper():
 
 # --- audio ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.filterwarnings("ignore:Empty filters")  # 128 HTK bands on 201 bins: the lowest are empty
 def test_mel_matches_librosa():
     librosa = pytest.importorskip("librosa")
     samples = np.random.default_rng(0).standard_normal(16000 + 123).astype(np.float32) * 0.1
     ours = mel_spectrogram(torch.from_numpy(samples)).numpy()
     reference = librosa.feature.melspectrogram(
-        y=samples, sr=16000, n_fft=400, hop_length=200, win_length=400, n_mels=128, htk=True, norm=None,
-        center=True, pad_mode="reflect", power=2.0)
+        y=samples,
+        sr=16000,
+        n_fft=400,
+        hop_length=200,
+        win_length=400,
+        n_mels=128,
+        htk=True,
+        norm=None,
+        center=True,
+        pad_mode="reflect",
+        power=2.0,
+    )
     assert ours.shape == reference.shape == (128, 1 + len(samples) // 200)
     assert np.abs(ours - reference).max() / np.abs(reference).max() < 1e-4
     assert np.linalg.norm(ours - reference) / np.linalg.norm(reference) < 1e-4
@@ -98,16 +114,20 @@ def test_mel_chunks_short_input_gives_one_chunk(frames):
 
 # --- frames --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("num_frames, fps, interval, expected", [
-    (75, 30.0, 500, [0, 15, 30, 45, 60]),
-    (61, 29.97, 500, [0, 15, 30, 45, 60]),
-    (45, 29.97, 500, [0, 15, 30]),
-    (1, 30.0, 500, [0]),
-    (10, 25.0, 500, [0]),
-    (40, 25.0, 500, [0, 13, 25, 38]),  # ties round up, not to even
-    (10, 10.0, 200, [0, 2, 4, 6, 8]),
-    (0, 30.0, 500, []),
-])
+
+@pytest.mark.parametrize(
+    "num_frames, fps, interval, expected",
+    [
+        (75, 30.0, 500, [0, 15, 30, 45, 60]),
+        (61, 29.97, 500, [0, 15, 30, 45, 60]),
+        (45, 29.97, 500, [0, 15, 30]),
+        (1, 30.0, 500, [0]),
+        (10, 25.0, 500, [0]),
+        (40, 25.0, 500, [0, 13, 25, 38]),  # ties round up, not to even
+        (10, 10.0, 200, [0, 2, 4, 6, 8]),
+        (0, 30.0, 500, []),
+    ],
+)
 def test_sample_frame_indices(num_frames, fps, interval, expected):
     assert sample_frame_indices(num_frames, fps, interval) == expected
 
@@ -140,6 +160,7 @@ def test_read_frames_names_missing_and_corrupt_files(tmp_path):
 
 
 # --- faces ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["astronaut", "camera"])
 def test_face_crop_of_real_face(cropper, name):
@@ -188,6 +209,7 @@ def test_batch_error_retries_frame_by_frame(cropper, monkeypatch):
 
 
 # --- text ----------------------------------------------------------------------------------------
+
 
 def test_resolve_text_model():
     folder = Path(resolve_text_model("minilm"))

@@ -4,6 +4,7 @@ The slow test is the issue's acceptance check: on the demo IEMOCAP corpus (ConKI
 demo MOSEI corpus) every model trains, evaluates and beats the majority-class baseline on test; the
 missing-input sweep then reuses the same runs, and at rate 0 reproduces their test metrics.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from e2e.experiments.benchmark import dataset_of, parse_models, plan_benchmark, summarize
-from e2e.models import shipped_models
 from e2e.cli import main
+from e2e.experiments.benchmark import BenchmarkRequest, dataset_of, parse_models, plan_benchmark, summarize
+from e2e.models import shipped_models
 from e2e.training.checkpoint import copy_pretrained
 
 DEMO_CONFIGS = Path("configs/demo")
@@ -41,8 +42,11 @@ def test_every_model_has_demo_and_dataset_configs():
 
 
 def test_plan_chains_conki_to_its_knowledge_run(demo_data, tmp_path):
-    plan = plan_benchmark(demo_data.iemocap, ["lf_lstm", "conki"], [0, 1], DEMO_CONFIGS, tmp_path,
-                          knowledge_data=demo_data.mosei)
+    plan = plan_benchmark(
+        BenchmarkRequest(
+            demo_data.iemocap, ["lf_lstm", "conki"], [0, 1], DEMO_CONFIGS, tmp_path, knowledge_data=demo_data.mosei
+        )
+    )
     assert [job.name for job in plan.pretrain] == ["conki-knowledge-s0", "conki-knowledge-s1"]
     assert [job.name for _, _, job in plan.runs] == ["lf_lstm-s0", "lf_lstm-s1", "conki-s0", "conki-s1"]
     stage1, stage2 = plan.pretrain[1].config, plan.runs[3][2].config
@@ -50,13 +54,15 @@ def test_plan_chains_conki_to_its_knowledge_run(demo_data, tmp_path):
     assert stage2.train.init_checkpoint == str(tmp_path / "conki-knowledge-s1" / "checkpoints" / "best.pt")
     assert stage2.train.init_prefix == "adapters." and stage2.train.seed == 1
     with pytest.raises(ValueError, match="knowledge-data"):
-        plan_benchmark(demo_data.iemocap, ["conki"], [0], DEMO_CONFIGS, tmp_path)
+        plan_benchmark(BenchmarkRequest(demo_data.iemocap, ["conki"], [0], DEMO_CONFIGS, tmp_path))
     assert dataset_of(demo_data.mosei) == "mosei"
 
 
 def test_copy_pretrained_copies_only_the_prefix(tmp_path):
-    source, target = torch.nn.ModuleDict({"adapters": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)}), \
-        torch.nn.ModuleDict({"adapters": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)})
+    source, target = (
+        torch.nn.ModuleDict({"adapters": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)}),
+        torch.nn.ModuleDict({"adapters": torch.nn.Linear(3, 3), "head": torch.nn.Linear(3, 2)}),
+    )
     torch.save({"model": source.state_dict()}, tmp_path / "best.pt")
     head_before = target["head"].weight.clone()
     names = copy_pretrained(target, tmp_path / "best.pt", "adapters.")
@@ -72,9 +78,11 @@ def test_copy_pretrained_copies_only_the_prefix(tmp_path):
 
 def test_summary_compares_with_the_majority_baseline():
     majority = {"dataset": "iemocap", "test": {"multiclass_acc": 0.25, "f1": 0.05}}
-    results = [{"model": "a", "run": "a-s0", "test": {"multiclass_acc": 0.5, "f1": 0.4}},
-               {"model": "a", "run": "a-s1", "test": {"multiclass_acc": 0.3, "f1": 0.2}},
-               {"model": "b", "run": "b-s0", "test": {"multiclass_acc": 0.2, "f1": 0.3}}]
+    results = [
+        {"model": "a", "run": "a-s0", "test": {"multiclass_acc": 0.5, "f1": 0.4}},
+        {"model": "a", "run": "a-s1", "test": {"multiclass_acc": 0.3, "f1": 0.2}},
+        {"model": "b", "run": "b-s0", "test": {"multiclass_acc": 0.2, "f1": 0.3}},
+    ]
     summary = summarize(results, majority)
     assert summary["metric"] == "multiclass_acc"
     assert summary["models"]["a"]["multiclass_acc"] == pytest.approx(0.4)
@@ -82,12 +90,30 @@ def test_summary_compares_with_the_majority_baseline():
     assert summary["models"]["a"]["beats_majority"] and not summary["models"]["b"]["beats_majority"]
 
 
+def _benchmark_options(demo_data, out: Path) -> list[str]:
+    """The demo benchmark's command-line options (``--data``: the old spelling, still accepted)."""
+    return [
+        "--data",
+        str(demo_data.iemocap),
+        "--models",
+        "all",
+        "--seeds",
+        "0",
+        "--config-dir",
+        str(DEMO_CONFIGS),
+        "--knowledge-data",
+        str(demo_data.mosei),
+        "--set",
+        "train.progress=false",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="module")
 def demo_benchmark(demo_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("benchmark")
-    assert main(["benchmark", "--data", str(demo_data.iemocap), "--models", "all", "--seeds", "0",
-                 "--config-dir", str(DEMO_CONFIGS), "--knowledge-data", str(demo_data.mosei),
-                 "--set", "train.progress=false", "--out", str(out)]) == 0
+    assert main(["benchmark", *_benchmark_options(demo_data, out)]) == 0
     return out
 
 
@@ -110,9 +136,8 @@ def test_all_twelve_models_beat_the_majority_baseline_on_the_demo(demo_benchmark
 @pytest.mark.slow
 def test_missing_sweep_reuses_the_runs_and_writes_csv_and_plot(demo_benchmark, demo_data):
     stamps = {path: path.stat().st_mtime_ns for path in demo_benchmark.glob("*/results.json")}
-    assert main(["sweep", "missing", "--data", str(demo_data.iemocap), "--models", "all", "--seeds", "0",
-                 "--config-dir", str(DEMO_CONFIGS), "--knowledge-data", str(demo_data.mosei), "--rates", "0,0.5,0.9",
-                 "--set", "train.progress=false", "--out", str(demo_benchmark)]) == 0
+    options = _benchmark_options(demo_data, demo_benchmark)
+    assert main(["sweep", "missing", *options, "--rates", "0,0.5,0.9"]) == 0
     assert {path: path.stat().st_mtime_ns for path in demo_benchmark.glob("*/results.json")} == stamps
     rows = _read_csv(demo_benchmark / "missing.csv")
     assert len(rows) == len(ALL_MODELS) * 2 * 3

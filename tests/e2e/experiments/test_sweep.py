@@ -3,6 +3,7 @@
 The slow tests train on a small subset of the demo corpus (1 epoch, few frames) to stay within the
 suite's budget; they check the sweep mechanics (rows, resumability, FLOPs ordering), not accuracy.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from data_reorg.io import read_jsonl
-from e2e.reporting.report import write_report
-from e2e.models import load_config
 from e2e.experiments.jobs import make_job, parse_values, run_jobs
 from e2e.experiments.modalities import sweep_modalities
 from e2e.experiments.top_p import sweep_top_p
+from e2e.models import load_config
+from e2e.reporting.report import write_report
 from e2e.reporting.tables import load_results
 
 DEMO_MESM = Path("configs/demo/mesm.yaml")
@@ -30,12 +31,16 @@ def _read_csv(path: Path) -> list[dict]:
 
 # --- fast unit tests -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("0.1:1.0:0.1", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
-    ("0.3,0.5,1.0", [0.3, 0.5, 1.0]),
-    ("0.5", [0.5]),
-    ("0.1:1.0:0.4", [0.1, 0.5, 0.9]),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.1:1.0:0.1", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
+        ("0.3,0.5,1.0", [0.3, 0.5, 1.0]),
+        ("0.5", [0.5]),
+        ("0.1:1.0:0.4", [0.1, 0.5, 0.9]),
+    ],
+)
 def test_parse_values(text, expected):
     assert parse_values(text) == expected
 
@@ -47,18 +52,22 @@ def test_parse_values_rejects_bad_input(text):
 
 
 def test_each_job_is_named_when_it_starts(tmp_path, capsys):
-    jobs = [make_job(tmp_path, f"mesm-p{p:g}-s1", load_config(DEMO_MESM, [f"model.top_p={p}", "train.seed=1"]))
-            for p in (0.5, 1.0)]
+    jobs = [
+        make_job(tmp_path, f"mesm-p{p:g}-s1", load_config(DEMO_MESM, [f"model.top_p={p}", "train.seed=1"]))
+        for p in (0.5, 1.0)
+    ]
     for job in jobs:  # finished points: reused, not trained
         Path(job.run_dir).mkdir()
         (Path(job.run_dir) / "results.json").write_text(json.dumps({"config": job.config}), encoding="utf-8")
     run_jobs(jobs, tmp_path)
     assert capsys.readouterr().err.splitlines() == [
         f"[1/2] mesm tav top_p=0.5 seed 1 on iemocap -> {tmp_path / 'mesm-p0.5-s1'}: finished, reused",
-        f"[2/2] mesm tav top_p=1 seed 1 on iemocap -> {tmp_path / 'mesm-p1-s1'}: finished, reused"]
+        f"[2/2] mesm tav top_p=1 seed 1 on iemocap -> {tmp_path / 'mesm-p1-s1'}: finished, reused",
+    ]
 
 
 # --- sweeps on the demo corpus ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_corpus(demo_iemocap_cache, tmp_path_factory) -> Path:
@@ -74,8 +83,13 @@ def tiny_corpus(demo_iemocap_cache, tmp_path_factory) -> Path:
 
 
 def _overrides(data_dir: Path) -> list[str]:
-    return [f"data.data_dir={data_dir}", "train.epochs=1", "train.progress=false",
-            "data.max_frames=4", "data.max_chunks=8"]
+    return [
+        f"data.data_dir={data_dir}",
+        "train.epochs=1",
+        "train.progress=false",
+        "data.max_frames=4",
+        "data.max_chunks=8",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +103,11 @@ def top_p_sweep(tiny_corpus, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_top_p_sweep_writes_rows_and_plot(top_p_sweep):
     rows = _read_csv(top_p_sweep / "results.csv")
-    assert [(r["model"], r["p"], r["seed"]) for r in rows] == [("fe2e", "", "0"), ("mesm", "0.3", "0"),
-                                                               ("mesm", "1.0", "0")]
+    assert [(r["model"], r["p"], r["seed"]) for r in rows] == [
+        ("fe2e", "", "0"),
+        ("mesm", "0.3", "0"),
+        ("mesm", "1.0", "0"),
+    ]
     for column in ("acc", "f1", "wacc", "multiclass_acc", "weighted_f1", "gflops", "gflops_ratio"):
         assert all(r[column] != "" for r in rows), column
     assert (top_p_sweep / "top_p.png").stat().st_size > 10_000

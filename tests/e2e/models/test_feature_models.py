@@ -3,6 +3,7 @@
 Each registered model with ``inputs="features"`` is checked here automatically; model-specific losses
 are tested in the model's own test file.
 """
+
 from __future__ import annotations
 
 import dataclasses

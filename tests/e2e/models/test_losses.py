@@ -1,4 +1,5 @@
 """The seed-paper models' own losses on small tensors with values checkable by hand."""
+
 from __future__ import annotations
 
 import pytest

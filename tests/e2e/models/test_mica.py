@@ -1,5 +1,6 @@
 """MICA's losses and gate on small tensors; the auxiliary loss exists in training only and scales with
 aux_weight."""
+
 from __future__ import annotations
 
 import math

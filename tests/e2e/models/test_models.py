@@ -1,4 +1,5 @@
 """FE2E and MESM on packed batches: shapes, every modality subset, gradients, registry."""
+
 import pytest
 import torch
 
@@ -19,8 +20,13 @@ def tiny_text_encoder() -> TextEncoder:
     from transformers import BertConfig, BertModel  # after e2e's compat shim (imported above)
 
     torch.manual_seed(0)
-    return TextEncoder(BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=64, vocab_size=1000)))
+    return TextEncoder(
+        BertModel(
+            BertConfig(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=1000
+            )
+        )
+    )
 
 
 def small_config(**overrides) -> MESMConfig:
@@ -55,8 +61,12 @@ def test_registry_lists_both_models():
 
 
 def test_build_model_from_config_with_the_text_loader():
-    model = build_model(MESMConfig(text_model="tiny-bert", modalities="tv", d_model=16,
-                                 temporal_layers=1, temporal_heads=2, temporal_ffn=32), list("abcdef")[:NUM_CLASSES])
+    model = build_model(
+        MESMConfig(
+            text_model="tiny-bert", modalities="tv", d_model=16, temporal_layers=1, temporal_heads=2, temporal_ffn=32
+        ),
+        list("abcdef")[:NUM_CLASSES],
+    )
     assert isinstance(model, MESM) and model.text.hidden_size == 32
 
 
@@ -90,8 +100,11 @@ def modalities_in_order(modalities):
 @pytest.mark.parametrize("modalities", ["ta", "tv", "tav"])
 @pytest.mark.parametrize("mode", ["trainable", "faithful"])
 def test_mesm_forward_backward(modalities, mode):
-    model = MESM(small_config(name="mesm", modalities=modalities, attention_mode=mode), NUM_CLASSES,
-                 text_encoder=tiny_text_encoder())
+    model = MESM(
+        small_config(name="mesm", modalities=modalities, attention_mode=mode),
+        NUM_CLASSES,
+        text_encoder=tiny_text_encoder(),
+    )
     output = model(make_batch())
     assert output.logits.shape == (3, NUM_CLASSES)
     output.logits.sum().backward()
@@ -122,8 +135,10 @@ def test_mesm_frames_attend_to_their_own_utterance_text():
     """Changing utterance 1's text changes only utterance 1's frame-modality logits (eval mode: no
     batch statistics couple the utterances)."""
     batch = make_batch()
-    model = calibrated_eval(MESM(small_config(name="mesm", modalities="tav", top_p=0.3), NUM_CLASSES,
-                                 text_encoder=tiny_text_encoder()), batch)
+    model = calibrated_eval(
+        MESM(small_config(name="mesm", modalities="tav", top_p=0.3), NUM_CLASSES, text_encoder=tiny_text_encoder()),
+        batch,
+    )
     changed = make_batch()
     changed.text_input_ids[1, :5] = torch.arange(500, 505)
     with torch.no_grad():
@@ -157,13 +172,21 @@ def test_fe2e_with_torchvision_vgg(cnn):
 def test_utterances_do_not_see_each_other():
     """In eval mode an utterance's logits do not depend on the rest of the packed batch (padding masked)."""
     batch = make_batch()
-    model = calibrated_eval(FE2E(small_config(modalities="tav", positional_encoding=True), NUM_CLASSES,
-                                 text_encoder=tiny_text_encoder()), batch)
+    model = calibrated_eval(
+        FE2E(small_config(modalities="tav", positional_encoding=True), NUM_CLASSES, text_encoder=tiny_text_encoder()),
+        batch,
+    )
     face_start, audio_start = FACE_LENGTHS[0], AUDIO_LENGTHS[0]
-    alone = Batch(ids=["u1"], labels=batch.labels[1:2], text_input_ids=batch.text_input_ids[1:2],
-                  text_attention_mask=batch.text_attention_mask[1:2],
-                  faces=batch.faces[face_start:face_start + FACE_LENGTHS[1]], face_lengths=batch.face_lengths[1:2],
-                  audio=batch.audio[audio_start:audio_start + AUDIO_LENGTHS[1]], audio_lengths=batch.audio_lengths[1:2])
+    alone = Batch(
+        ids=["u1"],
+        labels=batch.labels[1:2],
+        text_input_ids=batch.text_input_ids[1:2],
+        text_attention_mask=batch.text_attention_mask[1:2],
+        faces=batch.faces[face_start : face_start + FACE_LENGTHS[1]],
+        face_lengths=batch.face_lengths[1:2],
+        audio=batch.audio[audio_start : audio_start + AUDIO_LENGTHS[1]],
+        audio_lengths=batch.audio_lengths[1:2],
+    )
     with torch.no_grad():
         assert torch.allclose(model(batch).logits[1], model(alone).logits[0], atol=1e-5)
 

@@ -1,4 +1,5 @@
 """MulT: padding invariance, the cross-modal directions, the last-valid read-out, refusing one modality."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """MESM's sparse path: top-p selection, site bookkeeping, both backends against dense references."""
+
 from contextlib import contextmanager
 
 import pytest
@@ -10,8 +11,10 @@ from e2e.models.layers.cnn import MesmVGG
 from e2e.models.layers.sparse import SparseBlock, SparseCNN, masked_dense_block, top_p_mask
 from e2e.models.layers.sparse_conv import SubmanifoldRules, _SubmConv3x3, all_sites, densify, sparse_tensor
 
-BACKENDS = [pytest.param("spconv", marks=pytest.mark.skipif(sparse_conv.spconv is None, reason="spconv not installed")),
-            "torch"]
+BACKENDS = [
+    pytest.param("spconv", marks=pytest.mark.skipif(sparse_conv.spconv is None, reason="spconv not installed")),
+    "torch",
+]
 
 
 @contextmanager
@@ -95,7 +98,7 @@ def test_top_p_rows_are_independent():
     active = torch.ones_like(probs, dtype=torch.bool)
     together = top_p_mask(probs, 0.6, active)
     for row in range(6):
-        assert torch.equal(together[row], top_p_mask(probs[row:row + 1], 0.6, active[row:row + 1])[0])
+        assert torch.equal(together[row], top_p_mask(probs[row : row + 1], 0.6, active[row : row + 1])[0])
 
 
 # --------------------------------------------------------------------------- sites

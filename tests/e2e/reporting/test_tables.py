@@ -1,5 +1,6 @@
 """``e2e table`` and ``e2e report`` over finished runs, runs of two datasets, benchmark folders and
 unfinished runs (results.json files in the trainer's format)."""
+
 from __future__ import annotations
 
 import csv
@@ -12,22 +13,31 @@ from e2e.cli import main
 from e2e.reporting.report import write_report
 from e2e.reporting.tables import load_results
 
-CLASSES = {"iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
-           "mosei": ["anger", "disgust", "fear", "happy", "sad", "surprise"]}
+CLASSES = {
+    "iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
+    "mosei": ["anger", "disgust", "fear", "happy", "sad", "surprise"],
+}
 MAIN_METRICS = {"iemocap": ["acc", "f1"], "mosei": ["wacc", "f1"]}
 
 
-def fake_run(run_dir: Path, model: str, seed: int, acc: float, f1: float, top_p: float | None = None,
-             dataset: str = "iemocap") -> Path:
+def fake_run(
+    run_dir: Path, model: str, seed: int, acc: float, f1: float, top_p: float | None = None, dataset: str = "iemocap"
+) -> Path:
     """A finished run directory: results.json as the trainer writes it (the fields tables read)."""
     first = MAIN_METRICS[dataset][0]
     per_class = {name: {first: acc, "f1": f1 + 0.01 * i} for i, name in enumerate(CLASSES[dataset])}
     test = {first: acc, "f1": f1 + 0.025, "per_class": per_class}
     if dataset == "iemocap":
         test.update(multiclass_acc=0.5, weighted_f1=0.4)
-    results = {"model": model, "dataset": dataset, "main_metrics": MAIN_METRICS[dataset],
-               "class_names": CLASSES[dataset], "valid": test, "test": test,
-               "config": {"model": {"modalities": "tav"}, "train": {"seed": seed}}}
+    results = {
+        "model": model,
+        "dataset": dataset,
+        "main_metrics": MAIN_METRICS[dataset],
+        "class_names": CLASSES[dataset],
+        "valid": test,
+        "test": test,
+        "config": {"model": {"modalities": "tav"}, "train": {"seed": seed}},
+    }
     if top_p is not None:
         results["top_p"] = top_p
     run_dir.mkdir(parents=True)
@@ -41,8 +51,11 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def test_report_aggregates_seeds_per_model(tmp_path):
-    runs = [fake_run(tmp_path / "f0", "fe2e", 0, 0.80, 0.50), fake_run(tmp_path / "f1", "fe2e", 1, 0.90, 0.60),
-            fake_run(tmp_path / "m0", "mesm", 0, 0.70, 0.40, top_p=0.7)]
+    runs = [
+        fake_run(tmp_path / "f0", "fe2e", 0, 0.80, 0.50),
+        fake_run(tmp_path / "f1", "fe2e", 1, 0.90, 0.60),
+        fake_run(tmp_path / "m0", "mesm", 0, 0.70, 0.40, top_p=0.7),
+    ]
     markdown = write_report(load_results(runs)[0], tmp_path / "out")
     lines = markdown.splitlines()
     header = lines[2]
@@ -66,8 +79,10 @@ def test_a_path_that_does_not_exist_is_an_error(tmp_path):
 
 
 def test_table_over_two_datasets_prints_one_table_each(tmp_path, capsys):
-    runs = [str(fake_run(tmp_path / "iemocap-fe2e", "fe2e", 0, 0.8, 0.5)),
-            str(fake_run(tmp_path / "mosei-fe2e", "fe2e", 0, 0.7, 0.4, dataset="mosei"))]
+    runs = [
+        str(fake_run(tmp_path / "iemocap-fe2e", "fe2e", 0, 0.8, 0.5)),
+        str(fake_run(tmp_path / "mosei-fe2e", "fe2e", 0, 0.7, 0.4, dataset="mosei")),
+    ]
     assert main(["table", *runs]) == 0
     iemocap, mosei = capsys.readouterr().out.strip().split("\n\nmosei test")
     assert iemocap.startswith("iemocap test Acc/F1") and "| iemocap-fe2e | fe2e (tav) | 80.0/50.0 |" in iemocap

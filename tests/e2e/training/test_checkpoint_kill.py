@@ -7,6 +7,7 @@ is a real SIGKILL: no ``finally`` block or atomic_path clean-up runs in the kill
 children score epochs with a cheap stand-in for the sklearn metrics, which would otherwise take nearly
 all of the time and have nothing to do with checkpoints.
 """
+
 import multiprocessing
 import os
 import signal
@@ -17,17 +18,18 @@ import pytest
 import torch
 import torch.utils.tensorboard  # noqa: F401  (imported once here, not in every child)
 
-from tests.helpers import train as helpers
 from e2e.training import trainer as train_module
 from e2e.training.checkpoint import load_checkpoint
 from e2e.training.trainer import train
+from tests.helpers import train as helpers
 
 CONFIG = {"epochs": 3, "scheduler": "cosine", "grad_clip": 1.0}
 MODES = ("during", "before", "after")  # partial temporary; complete but not renamed; renamed
 
 
-def run_child(run_dir: Path, resume: bool = False, kill_at: tuple[int, str] | None = None,
-              writes_log: Path | None = None) -> int:
+def run_child(
+    run_dir: Path, resume: bool = False, kill_at: tuple[int, str] | None = None, writes_log: Path | None = None
+) -> int:
     """Exit code of ``train`` in a forked child; ``kill_at=(k, mode)`` SIGKILLs it at its k-th rename,
     ``writes_log`` gets the name of every renamed file."""
 

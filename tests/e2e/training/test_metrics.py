@@ -22,8 +22,7 @@ def test_perfect_predictions_score_one():
     for key in BINARY_KEYS | {"multiclass_acc", "weighted_f1"}:
         assert result[key] == 1.0, key
     assert result["n"] == 5
-    assert all(value == 1.0 for name in "abc" for key, value in result["per_class"][name].items()
-               if key != "threshold")
+    assert all(value == 1.0 for name in "abc" for key, value in result["per_class"][name].items() if key != "threshold")
     json.dumps(result, allow_nan=False)  # plain Python values only
 
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import e2e  # noqa: F401  (compat shim first)
-from tests.helpers import train as helpers
-from e2e.training import distributed
-from e2e.training import trainer as train_module
 from e2e.config import ConfigError
 from e2e.data.bundle import DataBundle
+from e2e.training import distributed
+from e2e.training import trainer as train_module
 from e2e.training.checkpoint import load_checkpoint
 from e2e.training.inference import evaluate_checkpoint
 from e2e.training.optim import build_optimizer
 from e2e.training.trainer import train
+from tests.helpers import train as helpers
 
 REPO = Path(__file__).resolve().parents[3]
 # A straight run that exercises the optional paths too: cosine schedule, clipping, text lr group.
@@ -39,8 +39,9 @@ def read_results(run_dir: Path) -> dict:
 
 def same_numbers(left: dict, right: dict) -> bool:
     """Equal metric dicts, where nan (in memory) matches None (in results.json)."""
-    return json.dumps(train_module._json_safe(left), sort_keys=True) == \
-        json.dumps(train_module._json_safe(right), sort_keys=True)
+    return json.dumps(train_module._json_safe(left), sort_keys=True) == json.dumps(
+        train_module._json_safe(right), sort_keys=True
+    )
 
 
 def test_run_writes_every_output(straight_run):
@@ -62,8 +63,7 @@ def test_results_are_the_best_valid_epoch(straight_run):
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["epoch"] == results["best_epoch"]
     assert best["thresholds"] == results["thresholds"]
-    assert [results["test"]["per_class"][name]["threshold"] for name in results["class_names"]] \
-        == results["thresholds"]
+    assert [results["test"]["per_class"][name]["threshold"] for name in results["class_names"]] == results["thresholds"]
     assert best["progress"]["best_score"] == results["valid"]["f1"]
 
 
@@ -71,8 +71,16 @@ def test_checkpoint_loads_weights_only_with_full_state(straight_run):
     run_dir, _ = straight_run
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 3
-    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "rng", "progress", "thresholds", "config",
-                               "class_names"}
+    assert set(checkpoint) >= {
+        "model",
+        "optimizer",
+        "scheduler",
+        "rng",
+        "progress",
+        "thresholds",
+        "config",
+        "class_names",
+    }
     assert set(checkpoint["rng"]) == {"python", "numpy", "torch", "cuda"}
     assert checkpoint["scheduler"]["last_epoch"] == 3
     assert checkpoint["config"]["model"]["name"] == helpers.MODEL_NAME
@@ -127,11 +135,16 @@ def test_evaluate_checkpoint_reuses_stored_thresholds(straight_run, monkeypatch)
 
 def test_early_stopping_keeps_the_first_best_epoch(tmp_path):
     """lr 0: valid F1 never improves after epoch 1, so patience 2 stops after epoch 3."""
-    results = train(helpers.make_config(epochs=10, lr=0.0, early_stop_patience=2), tmp_path,
-                    datasets=helpers.make_bundle())
+    results = train(
+        helpers.make_config(epochs=10, lr=0.0, early_stop_patience=2), tmp_path, datasets=helpers.make_bundle()
+    )
     assert (results["best_epoch"], results["epochs_completed"], results["stopped_early"]) == (1, 3, True)
-    again = train(helpers.make_config(epochs=10, lr=0.0, early_stop_patience=2), tmp_path, resume=True,
-                  datasets=helpers.make_bundle())
+    again = train(
+        helpers.make_config(epochs=10, lr=0.0, early_stop_patience=2),
+        tmp_path,
+        resume=True,
+        datasets=helpers.make_bundle(),
+    )
     assert again == results  # a stopped run stays stopped
 
 
@@ -191,8 +204,9 @@ def test_keep_last_false_keeps_only_best(tmp_path):
     results = train(helpers.make_config(epochs=2, keep_last=False), tmp_path, datasets=bundle)
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"best.pt"}
     assert same_numbers(evaluate_checkpoint(tmp_path / "checkpoints" / "best.pt", datasets=bundle), results["test"])
-    assert train(helpers.make_config(epochs=2, keep_last=False), tmp_path, resume=True, datasets=bundle) \
-        == read_results(tmp_path)
+    assert train(
+        helpers.make_config(epochs=2, keep_last=False), tmp_path, resume=True, datasets=bundle
+    ) == read_results(tmp_path)
     with pytest.raises(ValueError, match="cannot train further"):
         train(helpers.make_config(epochs=3, keep_last=False), tmp_path, resume=True, datasets=bundle)
     with pytest.raises(FileExistsError, match="best.pt"):
@@ -202,8 +216,9 @@ def test_keep_last_false_keeps_only_best(tmp_path):
 def test_resume_with_keep_last_false_deletes_last_at_the_end(straight_run, tmp_path):
     straight_dir, _ = straight_run
     shutil.copytree(straight_dir, tmp_path / "run")
-    train(helpers.make_config(**STRAIGHT, keep_last=False), tmp_path / "run", resume=True,
-          datasets=helpers.make_bundle())
+    train(
+        helpers.make_config(**STRAIGHT, keep_last=False), tmp_path / "run", resume=True, datasets=helpers.make_bundle()
+    )
     assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} == {"best.pt"}
     assert read_results(tmp_path / "run")["test"] == read_results(straight_dir)["test"]
 
@@ -249,8 +264,9 @@ def test_eval_resolves_the_data_dir_against_the_run_directory(straight_run, tmp_
     checkpoint["run_cwd"] = str(tmp_path / "made_here")
     torch.save(checkpoint, tmp_path / "best.pt")
     seen = []
-    monkeypatch.setattr(train_module, "build_datasets", lambda config: seen.append(config.data.data_dir)
-                        or helpers.make_bundle())
+    monkeypatch.setattr(
+        train_module, "build_datasets", lambda config: seen.append(config.data.data_dir) or helpers.make_bundle()
+    )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"made_here/corpus does not exist here; pass --data-dir"):
         evaluate_checkpoint(tmp_path / "best.pt")
@@ -271,8 +287,10 @@ def test_cuda_without_a_gpu_is_one_clear_error(straight_run, monkeypatch, capsys
     best = straight_run[0] / "checkpoints" / "best.pt"
     assert main(["eval", "--ckpt", str(best), "--device", "cuda"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error == ["e2e: error: device 'cuda': CUDA is not available on this machine; use cpu or auto "
-                     "(--device cpu, or --set train.device=cpu for e2e train)"]
+    assert error == [
+        "e2e: error: device 'cuda': CUDA is not available on this machine; use cpu or auto "
+        "(--device cpu, or --set train.device=cpu for e2e train)"
+    ]
 
 
 def test_one_line_per_epoch_on_stderr_unless_progress_is_off(tmp_path, capsys):
@@ -310,8 +328,15 @@ def test_pos_weight_is_negatives_over_positives():
 def test_ddp_two_cpu_processes_match_single_process_shape(straight_run, tmp_path):
     _, single = straight_run
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(REPO / "tests" / "helpers" / "train.py"), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "tests" / "helpers" / "train.py"),
+        str(tmp_path),
+    ]
     finished = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     results = read_results(tmp_path)

@@ -3,6 +3,7 @@
 Fixture lines copy the real file formats: TAB-separated summary
 lines with annotator lines after them, zero-padded transcript times without spaces around "-".
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_reorg.io import read_jsonl
 from data_reorg.iemocap import SIDE_RULES, parse_release
+from data_reorg.io import read_jsonl
 from data_reorg.manifest import MANIFEST_FIELDS, SPLITS
 from data_reorg.media import decodable_frames
 from data_reorg.pipeline import RunOptions, reorganize
@@ -75,43 +76,70 @@ def line_of(path: Path, needle: str) -> str:
 def release(tmp_path_factory) -> Path:
     """A text-only release: Session1 impro, Session3 impro05a/b (Ses03M), Session5 script dialogs."""
     src = tmp_path_factory.mktemp("parser") / "IEMOCAP_full_release"
-    emo(src, "Ses01F_impro01", (
-        F000_BLOCK.replace("attitude)", "attitude, caf\xe9)").encode("latin-1")
-        + (summary("7.5712", "10.4750", "Ses01F_impro01_M000", "fru")
-           + "C-E1:\tFrustration;\tAnger;\t()\n\n"
-           + summary("10.0100", "11.3825", "Ses01F_impro01_F001", "xxx")
-           + summary("12.5000", "14.0000", "Ses01F_impro01_M001", "sur")
-           + summary("14.5000", "15.0000", "Ses01F_impro01_F002", "fea")
-           + summary("15.1000", "17.0000", "Ses01F_impro01_M002", "exc")
-           + summary("17.5000", "18.0000", "Ses01F_impro01_F003", "hap")
-           + "[18.5000 - 19.0000]\tSes01F_impro01_F004\tneu\n"
-           + summary("19.5000", "20.0000", "Ses01F_impro09_F000", "ang")).encode()))
-    transcript(src, "Ses01F_impro01", (
-        "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\n"
-        "Ses01F_impro01_M000 [007.5712-010.4750]: Do you have your forms?\n"
-        "Ses01F_impro01_F001 [010.0100-011.3825]: Yeah.\n"
-        "Ses01F_impro01_M002 [015.1000-017.0000]: Well: the caf\xe9 said [LAUGHTER]: no.\n"
-        "Ses01F_impro01_MXX0 [019.1000-019.4000]: [BREATHING]\n"
-        "M: a note without times\n"
-        "Ses01F_impro01_F009 [021.0000-022.0000]: Nobody labelled me.\n").encode("latin-1"))
+    emo(
+        src,
+        "Ses01F_impro01",
+        (
+            F000_BLOCK.replace("attitude)", "attitude, caf\xe9)").encode("latin-1")
+            + (
+                summary("7.5712", "10.4750", "Ses01F_impro01_M000", "fru")
+                + "C-E1:\tFrustration;\tAnger;\t()\n\n"
+                + summary("10.0100", "11.3825", "Ses01F_impro01_F001", "xxx")
+                + summary("12.5000", "14.0000", "Ses01F_impro01_M001", "sur")
+                + summary("14.5000", "15.0000", "Ses01F_impro01_F002", "fea")
+                + summary("15.1000", "17.0000", "Ses01F_impro01_M002", "exc")
+                + summary("17.5000", "18.0000", "Ses01F_impro01_F003", "hap")
+                + "[18.5000 - 19.0000]\tSes01F_impro01_F004\tneu\n"
+                + summary("19.5000", "20.0000", "Ses01F_impro09_F000", "ang")
+            ).encode()
+        ),
+    )
+    transcript(
+        src,
+        "Ses01F_impro01",
+        (
+            "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\n"
+            "Ses01F_impro01_M000 [007.5712-010.4750]: Do you have your forms?\n"
+            "Ses01F_impro01_F001 [010.0100-011.3825]: Yeah.\n"
+            "Ses01F_impro01_M002 [015.1000-017.0000]: Well: the caf\xe9 said [LAUGHTER]: no.\n"
+            "Ses01F_impro01_MXX0 [019.1000-019.4000]: [BREATHING]\n"
+            "M: a note without times\n"
+            "Ses01F_impro01_F009 [021.0000-022.0000]: Nobody labelled me.\n"
+        ).encode("latin-1"),
+    )
     evaluation = src / "Session1" / "dialog" / "EmoEvaluation"
     # macOS resource forks and per-annotator sub-folders: a parser that reads them gains F099 / impro02.
-    write(evaluation / "._Ses01F_impro01.txt",
-          b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \n"
-          + summary("1.0000", "2.0000", "Ses01F_impro01_F099", "neu").encode())
-    write(src / "Session1" / "dialog" / "transcriptions" / "._Ses01F_impro01.txt",
-          b"\x00\x05\x16\x07Ses01F_impro01_F003 [017.5000-018.0000]: junk text\n")
-    write(evaluation / "Categorical" / "Ses01F_impro01_e2_cat.txt",
-          "Ses01F_impro01_F000 :Neutral state;\nSes01F_impro01_M000 :Frustration; Anger;\n")
+    write(
+        evaluation / "._Ses01F_impro01.txt",
+        b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \n"
+        + summary("1.0000", "2.0000", "Ses01F_impro01_F099", "neu").encode(),
+    )
+    write(
+        src / "Session1" / "dialog" / "transcriptions" / "._Ses01F_impro01.txt",
+        b"\x00\x05\x16\x07Ses01F_impro01_F003 [017.5000-018.0000]: junk text\n",
+    )
+    write(
+        evaluation / "Categorical" / "Ses01F_impro01_e2_cat.txt",
+        "Ses01F_impro01_F000 :Neutral state;\nSes01F_impro01_M000 :Frustration; Anger;\n",
+    )
     write(evaluation / "Attribute" / "Ses01F_impro01_e2_atr.txt", "Ses01F_impro01_F000 :act 4; :val 3; :dom 2;\n")
-    write(evaluation / "Self-evaluation" / "Ses01F_impro02.txt",
-          HEADER + summary("1.0000", "2.0000", "Ses01F_impro02_F000", "neu"))
+    write(
+        evaluation / "Self-evaluation" / "Ses01F_impro02.txt",
+        HEADER + summary("1.0000", "2.0000", "Ses01F_impro02_F000", "neu"),
+    )
 
     for dialog, codes in (("Ses03M_impro05a", ("ang", "sad")), ("Ses03M_impro05b", ("neu", "hap"))):
-        emo(src, dialog, summary("1.0000", "2.5000", f"{dialog}_M000", codes[0])
-            + summary("2.0000", "3.0000", f"{dialog}_F000", codes[1]))
-    transcript(src, "Ses03M_impro05a", "Ses03M_impro05a_M000 [001.0000-002.5000]: Hi.\n"
-                                       "Ses03M_impro05a_F000 [002.0000-003.0000]: Hello.\n")
+        emo(
+            src,
+            dialog,
+            summary("1.0000", "2.5000", f"{dialog}_M000", codes[0])
+            + summary("2.0000", "3.0000", f"{dialog}_F000", codes[1]),
+        )
+    transcript(
+        src,
+        "Ses03M_impro05a",
+        "Ses03M_impro05a_M000 [001.0000-002.5000]: Hi.\nSes03M_impro05a_F000 [002.0000-003.0000]: Hello.\n",
+    )
     transcript(src, "Ses03F_impro06", "Ses03F_impro06_FXX0 [004.0000-005.0000]: Hmm.\n")
 
     emo(src, "Ses05F_script02_2", summary("100.1000", "102.2000", "Ses05F_script02_2_M035", "ang"))
@@ -135,9 +163,16 @@ def drop_reasons(result):
 
 
 KEPT = [
-    "Ses01F_impro01_F000", "Ses01F_impro01_F003", "Ses01F_impro01_M000", "Ses01F_impro01_M002",
-    "Ses03M_impro05a_F000", "Ses03M_impro05a_M000", "Ses03M_impro05b_F000", "Ses03M_impro05b_M000",
-    "Ses05F_script02_2_M035", "Ses05M_script01_1b_F003",
+    "Ses01F_impro01_F000",
+    "Ses01F_impro01_F003",
+    "Ses01F_impro01_M000",
+    "Ses01F_impro01_M002",
+    "Ses03M_impro05a_F000",
+    "Ses03M_impro05a_M000",
+    "Ses03M_impro05b_F000",
+    "Ses03M_impro05b_M000",
+    "Ses05F_script02_2_M035",
+    "Ses05M_script01_1b_F003",
 ]
 
 
@@ -205,15 +240,24 @@ def test_lines_that_are_not_utf8_are_reported_with_file_and_line(parsed, release
     text_file = release / "Session1" / "dialog" / "transcriptions" / "Ses01F_impro01.txt"
     assert [note.row() for note in parsed.notes] == [
         {"where": line_of(emo_file, "caf\xe9"), "warning": "not valid UTF-8; decoded as latin-1"},
-        {"where": line_of(text_file, "caf\xe9"), "warning": "not valid UTF-8; decoded as latin-1"}]
+        {"where": line_of(text_file, "caf\xe9"), "warning": "not valid UTF-8; decoded as latin-1"},
+    ]
 
 
 def test_a_bad_byte_garbles_only_its_own_line(tmp_path):
     src = tmp_path / "IEMOCAP_full_release"
-    emo(src, "Ses01F_impro01", summary("1.0000", "2.0000", "Ses01F_impro01_F000", "neu")
-        + summary("2.0000", "3.0000", "Ses01F_impro01_M000", "sad"))
-    transcript(src, "Ses01F_impro01", "Ses01F_impro01_F000 [001.0000-002.0000]: Grüße, naïve café.\n".encode()
-               + b"Ses01F_impro01_M000 [002.0000-003.0000]: caf\xe9\n")
+    emo(
+        src,
+        "Ses01F_impro01",
+        summary("1.0000", "2.0000", "Ses01F_impro01_F000", "neu")
+        + summary("2.0000", "3.0000", "Ses01F_impro01_M000", "sad"),
+    )
+    transcript(
+        src,
+        "Ses01F_impro01",
+        "Ses01F_impro01_F000 [001.0000-002.0000]: Grüße, naïve café.\n".encode()
+        + b"Ses01F_impro01_M000 [002.0000-003.0000]: caf\xe9\n",
+    )
     result = parse_release(src)
     assert [request.text for request in by_id(result).values()] == ["Grüße, naïve café.", "caf\xe9"]
     assert [note.where for note in result.notes] == ["Session1/dialog/transcriptions/Ses01F_impro01.txt:2"]
@@ -232,12 +276,33 @@ def test_script_ids_and_impro05a_b_are_separate_dialogs(parsed, release):
     assert requests["Ses03M_impro05b_M000"].video.name == "Ses03M_impro05b.avi"
 
 
-@pytest.mark.parametrize(("side_rule", "expected"), [
-    ("mocap", {"Ses01F_impro01_F000": "L", "Ses01F_impro01_M000": "R", "Ses03M_impro05a_M000": "L",
-               "Ses03M_impro05a_F000": "R", "Ses05M_script01_1b_F003": "R", "Ses05F_script02_2_M035": "R"}),
-    ("female-left", {"Ses01F_impro01_F000": "L", "Ses01F_impro01_M000": "R", "Ses03M_impro05a_M000": "R",
-                     "Ses03M_impro05a_F000": "L", "Ses05M_script01_1b_F003": "L", "Ses05F_script02_2_M035": "R"}),
-])
+@pytest.mark.parametrize(
+    ("side_rule", "expected"),
+    [
+        (
+            "mocap",
+            {
+                "Ses01F_impro01_F000": "L",
+                "Ses01F_impro01_M000": "R",
+                "Ses03M_impro05a_M000": "L",
+                "Ses03M_impro05a_F000": "R",
+                "Ses05M_script01_1b_F003": "R",
+                "Ses05F_script02_2_M035": "R",
+            },
+        ),
+        (
+            "female-left",
+            {
+                "Ses01F_impro01_F000": "L",
+                "Ses01F_impro01_M000": "R",
+                "Ses03M_impro05a_M000": "R",
+                "Ses03M_impro05a_F000": "L",
+                "Ses05M_script01_1b_F003": "L",
+                "Ses05F_script02_2_M035": "R",
+            },
+        ),
+    ],
+)
 def test_side_rules(release, side_rule, expected):
     requests = by_id(parse_release(release, side_rule=side_rule))
     for item, side in expected.items():
@@ -249,7 +314,11 @@ def test_side_rules(release, side_rule, expected):
 def test_class_subset(release):
     result = parse_release(release, classes=("ang", "sad"))
     assert [request.id for request in result.requests] == [
-        "Ses03M_impro05a_F000", "Ses03M_impro05a_M000", "Ses05F_script02_2_M035", "Ses05M_script01_1b_F003"]
+        "Ses03M_impro05a_F000",
+        "Ses03M_impro05a_M000",
+        "Ses05F_script02_2_M035",
+        "Ses05M_script01_1b_F003",
+    ]
     assert "not one of the classes ang,sad" in drop_reasons(result)["Ses01F_impro01_F000"]
 
 
@@ -299,15 +368,15 @@ def write_dialog(src: Path, dialog: str) -> None:
     """One dialog: summary lines, transcript, stereo dialog wav (+0.5 left channel, -0.5 right), sentences."""
     session = src / f"Session{dialog[4]}"
     emo(src, dialog, "".join(summary(s, e, f"{dialog}_{item}", code) for item, (s, e, code) in UTTERANCES.items()))
-    transcript(src, dialog, "".join(f"{dialog}_{item} [00{s}-00{e}]: Line {item}.\n"
-                                    for item, (s, e, _) in UTTERANCES.items()))
+    transcript(
+        src, dialog, "".join(f"{dialog}_{item} [00{s}-00{e}]: Line {item}.\n" for item, (s, e, _) in UTTERANCES.items())
+    )
     stereo = np.tile(np.array([[0.5, -0.5]], np.float32), (RATE * SECONDS, 1))
     (session / "dialog" / "wav").mkdir(parents=True, exist_ok=True)
     sf.write(str(session / "dialog" / "wav" / f"{dialog}.wav"), stereo, RATE, subtype="PCM_16")
     sentences = session / "sentences" / "wav" / dialog
     sentences.mkdir(parents=True)
-    sf.write(str(sentences / f"{dialog}_F000.wav"), np.full(int(0.8 * RATE), 0.25, np.float32), RATE,
-             subtype="PCM_16")
+    sf.write(str(sentences / f"{dialog}_F000.wav"), np.full(int(0.8 * RATE), 0.25, np.float32), RATE, subtype="PCM_16")
     write(sentences / f"{dialog}_F001.wav", np.random.default_rng(0).bytes(3000))
 
 
@@ -323,13 +392,16 @@ def corpus(tmp_path_factory):
     write_dialog(src, "Ses01F_impro01")
     write_dialog_video(src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro01.avi")
     write_dialog(src, "Ses01F_impro02")
-    write(src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro02.avi",
-          np.random.default_rng(1).bytes(5000))
+    write(src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro02.avi", np.random.default_rng(1).bytes(5000))
     before = snapshot(src)
     reorganize(parse_release(src), SplitSpec(mode="random", seed=0), RunOptions(out_dir=out, jobs=1, progress=False))
-    return {"src": src, "out": out, "before": before,
-            "rows": {row["id"]: row for row in read_jsonl(out / "manifest.jsonl")},
-            "drops": {row["id"]: row["reason"] for row in read_jsonl(out / "dropped.jsonl")}}
+    return {
+        "src": src,
+        "out": out,
+        "before": before,
+        "rows": {row["id"]: row for row in read_jsonl(out / "manifest.jsonl")},
+        "drops": {row["id"]: row["reason"] for row in read_jsonl(out / "dropped.jsonl")},
+    }
 
 
 def test_manifest_rows(corpus):
@@ -366,8 +438,11 @@ def test_clips_show_the_speakers_half(corpus):
 def test_audio_uses_the_sentence_wav_or_the_speakers_dialog_channel(corpus):
     rows = corpus["rows"]
     # id -> (expected samples, expected value, source): sentence wav; missing -> channel 1; corrupt -> channel 0.
-    expected = {"F000": (int(0.8 * RATE), 0.25, "sentence_wav"), "M000": (RATE, -0.5, "dialog_wav_channel_1"),
-                "F001": (int(0.7 * RATE), 0.5, "dialog_wav_channel_0")}
+    expected = {
+        "F000": (int(0.8 * RATE), 0.25, "sentence_wav"),
+        "M000": (RATE, -0.5, "dialog_wav_channel_1"),
+        "F001": (int(0.7 * RATE), 0.5, "dialog_wav_channel_0"),
+    }
     for suffix, (length, value, source) in expected.items():
         row = rows[f"Ses01F_impro01_{suffix}"]
         samples, rate = sf.read(str(corpus["out"] / row["audio"]), always_2d=True)
@@ -401,10 +476,12 @@ def test_a_media_failure_moves_no_other_id_to_another_split(corpus, tmp_path):
     write_dialog_video(src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro02.avi")
     for seed in range(5):
         intact, broken = tmp_path / f"intact{seed}", tmp_path / f"broken{seed}"
-        reorganize(parse_release(src), SplitSpec(mode="random", seed=seed),
-                   RunOptions(out_dir=intact, progress=False))
-        reorganize(parse_release(corpus["src"]), SplitSpec(mode="random", seed=seed),
-                   RunOptions(out_dir=broken, progress=False))
+        reorganize(parse_release(src), SplitSpec(mode="random", seed=seed), RunOptions(out_dir=intact, progress=False))
+        reorganize(
+            parse_release(corpus["src"]),
+            SplitSpec(mode="random", seed=seed),
+            RunOptions(out_dir=broken, progress=False),
+        )
         before, after = _split_of(intact), _split_of(broken)
         assert len(before) == 6 and sorted(after) == sorted(item for item in before if "impro01" in item)
         assert after == {item: before[item] for item in after}, seed
@@ -418,8 +495,7 @@ def test_a_truncated_video_keeps_the_clips_of_its_decodable_part(tmp_path):
     write_dialog_video(avi)
     avi.write_bytes(avi.read_bytes()[: int(avi.stat().st_size * 0.8)])
     decodable = decodable_frames(avi)
-    stops = {item: math.ceil(float(end) * FPS - 1e-6) for item, (_, end, code) in UTTERANCES.items()
-             if code != "xxx"}
+    stops = {item: math.ceil(float(end) * FPS - 1e-6) for item, (_, end, code) in UTTERANCES.items() if code != "xxx"}
     inside = {f"Ses01F_impro01_{item}" for item, stop in stops.items() if stop <= decodable}
     assert 0 < len(inside) < len(stops), (decodable, stops)
 
@@ -428,8 +504,10 @@ def test_a_truncated_video_keeps_the_clips_of_its_decodable_part(tmp_path):
     assert set(rows) == inside
     drops = {row["id"]: row["reason"] for row in read_jsonl(out / "dropped.jsonl")}
     reasons = {reason for item, reason in drops.items() if item[-4:] in stops}
-    assert reasons == {f"{avi}: the video decodes only up to frame {decodable} ({decodable / FPS:.3f} s) of the "
-                       f"{FPS * SECONDS} its header declares (truncated or damaged file); "
-                       "clips past that point are dropped"}
+    assert reasons == {
+        f"{avi}: the video decodes only up to frame {decodable} ({decodable / FPS:.3f} s) of the "
+        f"{FPS * SECONDS} its header declares (truncated or damaged file); "
+        "clips past that point are dropped"
+    }
     assert verify(out) == {}
     assert not [path for path in (out / "video").iterdir() if path.name.startswith(".")]

@@ -1,4 +1,5 @@
 """CMU-MOSEI recipe and CSD reader/writer, on tiny releases written in the real on-disk formats."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,19 @@ def features(sentiment: float = 0.0, **emotions: float) -> list[float]:
 
 def csd_entry(*rows: tuple[float, float, list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """(features, intervals) for rows given as (start, end, features)."""
-    return (np.array([row[2] for row in rows], dtype=float).reshape(-1, 7),
-            np.array([row[:2] for row in rows], dtype=np.float64).reshape(-1, 2))
+    return (
+        np.array([row[2] for row in rows], dtype=float).reshape(-1, 7),
+        np.array([row[:2] for row in rows], dtype=np.float64).reshape(-1, 2),
+    )
 
 
-def write_release(src: Path, transcripts: dict[str, list[tuple]], labels: dict,
-                  transcript_dir: str = RAW_TRANSCRIPTS, csd: str = "CMU_MOSEI_Labels.csd") -> Path:
+def write_release(
+    src: Path,
+    transcripts: dict[str, list[tuple]],
+    labels: dict,
+    transcript_dir: str = RAW_TRANSCRIPTS,
+    csd: str = "CMU_MOSEI_Labels.csd",
+) -> Path:
     """Transcript files ``<vid>.txt`` (lines from (clip, start, end, text) tuples) and the labels CSD."""
     folder = src / transcript_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,6 +73,7 @@ def by_id(items) -> dict:
 
 
 # --- CSD -------------------------------------------------------------------------------------------
+
 
 def test_csd_round_trip_keeps_ids_values_and_sdk_layout(tmp_path):
     labels = {
@@ -123,12 +132,13 @@ def test_read_csd_merges_sdk_aligned_keys_by_index(tmp_path):
 
 # --- parsing ---------------------------------------------------------------------------------------
 
+
 def test_transcript_ids_and_underscore_text_survive(tmp_path):
     odd_ids = ["-3g5yACwYnA", "--qXJuDtHPw", "_0efYOjQYRc", "81406", "PtH_8O__EAY"]
-    transcripts = {vid: [(0, 0.0, 8.025, f"text of {vid}"), (1, 7.814, 13.882, "fill in _____ and ______ here")]
-                   for vid in odd_ids}
-    labels = {vid: csd_entry((7.814, 13.882, features(happy=1)), (0.0, 8.025, features(sad=1)))
-              for vid in odd_ids}
+    transcripts = {
+        vid: [(0, 0.0, 8.025, f"text of {vid}"), (1, 7.814, 13.882, "fill in _____ and ______ here")] for vid in odd_ids
+    }
+    labels = {vid: csd_entry((7.814, 13.882, features(happy=1)), (0.0, 8.025, features(sad=1))) for vid in odd_ids}
     parsed = parse_release(write_release(tmp_path, transcripts, labels))
     requests = by_id(parsed.requests)
     assert list(requests) == sorted(f"{vid}_{clip}" for vid in odd_ids for clip in (0, 1))
@@ -145,17 +155,22 @@ def test_transcript_ids_and_underscore_text_survive(tmp_path):
 
 
 def test_rows_are_matched_by_time_not_by_row_order(tmp_path):
-    transcripts = {"-3g5yACwYnA": [(2, 4.84, 14.052, "clip two"), (5, 40.0, 50.0, "clip five"),
-                                   (10, 82.753, 100.555, "clip ten")]}
-    labels = {"-3g5yACwYnA": csd_entry((82.753, 100.555, features(anger=1)),
-                                       (40.0, 50.0, features(surprise=1)),
-                                       (60.0, 70.0, features(fear=1)),
-                                       (4.84, 14.052, features(disgust=1)))}
+    transcripts = {
+        "-3g5yACwYnA": [(2, 4.84, 14.052, "clip two"), (5, 40.0, 50.0, "clip five"), (10, 82.753, 100.555, "clip ten")]
+    }
+    labels = {
+        "-3g5yACwYnA": csd_entry(
+            (82.753, 100.555, features(anger=1)),
+            (40.0, 50.0, features(surprise=1)),
+            (60.0, 70.0, features(fear=1)),
+            (4.84, 14.052, features(disgust=1)),
+        )
+    }
     parsed = parse_release(write_release(tmp_path, transcripts, labels))
     requests = by_id(parsed.requests)
     assert requests["-3g5yACwYnA_10"].label == [1, 0, 0, 0, 0, 0]  # row 0: anger
-    assert requests["-3g5yACwYnA_2"].label == [0, 1, 0, 0, 0, 0]   # row 3: disgust
-    assert requests["-3g5yACwYnA_5"].label == [0, 0, 0, 0, 0, 1]   # row 1: surprise
+    assert requests["-3g5yACwYnA_2"].label == [0, 1, 0, 0, 0, 0]  # row 3: disgust
+    assert requests["-3g5yACwYnA_5"].label == [0, 0, 0, 0, 0, 1]  # row 1: surprise
     assert [drop.id for drop in parsed.drops] == ["-3g5yACwYnA[row 2]"]
 
 
@@ -173,15 +188,21 @@ def test_unmatched_rows_and_segments_are_dropped_and_counted(tmp_path):
         "81406": [(0, 1.0, 2.0, "video absent from the csd")],
     }
     labels = {
-        "-3g5yACwYnA": csd_entry((0.0, 5.0, features()), (50.0, 60.0, features(happy=1)),
-                                 (8.5, 12.0, features(sad=1))),
+        "-3g5yACwYnA": csd_entry((0.0, 5.0, features()), (50.0, 60.0, features(happy=1)), (8.5, 12.0, features(sad=1))),
         "hh04W3xXa5s": csd_entry((0.0, 1.0, features()), (1.0, 2.0, features())),
     }
     parsed = parse_release(write_release(tmp_path, transcripts, labels))
     assert [request.id for request in parsed.requests] == ["-3g5yACwYnA_0"]
     drops = by_id(parsed.drops)
-    assert sorted(drops) == ["-3g5yACwYnA[row 1]", "-3g5yACwYnA[row 2]", "-3g5yACwYnA_1", "-3g5yACwYnA_2",
-                             "81406_0", "hh04W3xXa5s[row 0]", "hh04W3xXa5s[row 1]"]
+    assert sorted(drops) == [
+        "-3g5yACwYnA[row 1]",
+        "-3g5yACwYnA[row 2]",
+        "-3g5yACwYnA_1",
+        "-3g5yACwYnA_2",
+        "81406_0",
+        "hh04W3xXa5s[row 0]",
+        "hh04W3xXa5s[row 1]",
+    ]
     assert drops["-3g5yACwYnA_1"].reason == "no label row in CMU_MOSEI_Labels.csd for -3g5yACwYnA [5.0, 9.0]"
     assert "no segmented transcript" in drops["hh04W3xXa5s[row 0]"].reason
     assert "matches no transcript segment" in drops["-3g5yACwYnA[row 2]"].reason
@@ -191,12 +212,26 @@ def test_untrusted_label_rows_drop_their_segment_with_file_video_and_row(tmp_pat
     """A NaN, infinite or out-of-range value is never read as "emotion absent"; a reversed or NaN
     interval is reported as such, not as an interval that matches no segment."""
     nan, inf = float("nan"), float("inf")
-    transcripts = {"81406": [(0, 0.0, 1.0, "nan happy"), (1, 1.0, 2.0, "infinite sentiment"),
-                             (2, 2.0, 3.0, "negative anger"), (3, 3.0, 4.0, "reversed row"),
-                             (4, 4.0, 5.0, "fine"), (5, 5.0, 6.0, "nan interval")]}
-    labels = {"81406": csd_entry((0.0, 1.0, features(happy=nan)), (1.0, 2.0, features(inf, sad=1)),
-                                 (2.0, 3.0, features(anger=-1 / 3)), (4.0, 3.0, features(fear=1)),
-                                 (4.0, 5.0, features(surprise=1)), (nan, 6.0, features(happy=1)))}
+    transcripts = {
+        "81406": [
+            (0, 0.0, 1.0, "nan happy"),
+            (1, 1.0, 2.0, "infinite sentiment"),
+            (2, 2.0, 3.0, "negative anger"),
+            (3, 3.0, 4.0, "reversed row"),
+            (4, 4.0, 5.0, "fine"),
+            (5, 5.0, 6.0, "nan interval"),
+        ]
+    }
+    labels = {
+        "81406": csd_entry(
+            (0.0, 1.0, features(happy=nan)),
+            (1.0, 2.0, features(inf, sad=1)),
+            (2.0, 3.0, features(anger=-1 / 3)),
+            (4.0, 3.0, features(fear=1)),
+            (4.0, 5.0, features(surprise=1)),
+            (nan, 6.0, features(happy=1)),
+        )
+    }
     parsed = parse_release(write_release(tmp_path, transcripts, labels))
     assert [(r.id, r.label) for r in parsed.requests] == [("81406_4", [0, 0, 0, 0, 0, 1])]
     reasons = {drop.id: drop.reason for drop in parsed.drops}
@@ -210,8 +245,13 @@ def test_untrusted_label_rows_drop_their_segment_with_file_video_and_row(tmp_pat
         "81406_5": "no label row in CMU_MOSEI_Labels.csd for 81406 [5.0, 6.0]",
     }
     # Untrusted values are problems (--strict stops there); a segment without a row is a known gap.
-    assert {drop.id for drop in parsed.drops if not drop.expected} == \
-        {"81406_0", "81406_1", "81406_2", "81406[row 3]", "81406[row 5]"}
+    assert {drop.id for drop in parsed.drops if not drop.expected} == {
+        "81406_0",
+        "81406_1",
+        "81406_2",
+        "81406[row 3]",
+        "81406[row 5]",
+    }
 
 
 def test_all_zero_rows_are_kept(tmp_path):
@@ -269,12 +309,12 @@ def test_malformed_lines_junk_files_and_bad_bytes(tmp_path):
         assert drops[name].expected and drops[name].reason.startswith(f"{name}: hidden file skipped")
     # Every line of this latin-1 file that is not UTF-8 is reported by file:line.
     assert [note.row() for note in parsed.notes] == [
-        {"where": f"{rel}:1", "warning": "not valid UTF-8; decoded as latin-1"}]
+        {"where": f"{rel}:1", "warning": "not valid UTF-8; decoded as latin-1"}
+    ]
 
 
 def test_a_bad_byte_garbles_only_its_own_line(tmp_path):
-    src = write_release(tmp_path, {}, {"81406": csd_entry((0.0, 1.0, features(happy=1)),
-                                                          (1.0, 2.0, features(sad=1)))})
+    src = write_release(tmp_path, {}, {"81406": csd_entry((0.0, 1.0, features(happy=1)), (1.0, 2.0, features(sad=1)))})
     text = "81406___0___0.0___1.0___Düsseldorf – naïve\n".encode() + b"81406___1___1.0___2.0___caf\xe9\n"
     (src / RAW_TRANSCRIPTS / "81406.txt").write_bytes(text)
     parsed = parse_release(src)
@@ -285,8 +325,9 @@ def test_a_bad_byte_garbles_only_its_own_line(tmp_path):
 def test_flattened_layout_and_csd_one_level_down(tmp_path):
     transcripts = {"_0efYOjQYRc": [(0, 0.0, 8.025, "Deloitte announced ..."), (1, 7.814, 13.882, "Vettese ...")]}
     labels = {"_0efYOjQYRc": csd_entry((7.814, 13.882, features(happy=1)), (0.0, 8.025, features()))}
-    src = write_release(tmp_path, transcripts, labels, transcript_dir="MOSEI_Raw/Transcript/Combined",
-                        csd="labels/CMU_MOSEI_Labels.csd")
+    src = write_release(
+        tmp_path, transcripts, labels, transcript_dir="MOSEI_Raw/Transcript/Combined", csd="labels/CMU_MOSEI_Labels.csd"
+    )
     for root in (src, src / "MOSEI_Raw"):
         label_file = None if root == src else src / "labels/CMU_MOSEI_Labels.csd"
         requests = by_id(parse_release(root, label_file).requests)
@@ -309,19 +350,26 @@ def test_release_level_errors_are_raised(tmp_path):
 
 # --- end to end ------------------------------------------------------------------------------------
 
+
 def test_end_to_end_reorganize_with_sdk_folds(tmp_path):
     src = tmp_path / "CMU_MOSEI"
     transcripts = {
-        "-3g5yACwYnA": [(0, -0.457596371882, 1.2, "starts before zero"), (1, 1.0, 2.0, "inside"),
-                        (2, 2.5, 4.0, "runs past the end"), (3, 3.5, 4.5, "starts after the end")],
+        "-3g5yACwYnA": [
+            (0, -0.457596371882, 1.2, "starts before zero"),
+            (1, 1.0, 2.0, "inside"),
+            (2, 2.5, 4.0, "runs past the end"),
+            (3, 3.5, 4.5, "starts after the end"),
+        ],
         "81406": [(0, 0.5, 1.5, "stereo audio")],
         "-NFrJFQijFE": [(0, -0.47755102, 0.8, "in no fold")],
         "_0efYOjQYRc": [(0, 0.0, 1.0, "corrupt video")],
         "mjQfQx2K__8": [(0, 0.0, 1.0, "no video file")],
         "PtH_8O__EAY": [(0, 0.0, 1.0, "no audio file")],
     }
-    labels = {vid: csd_entry(*[(start, end, features(happy=1, sad=clip % 2)) for clip, start, end, _ in lines])
-              for vid, lines in transcripts.items()}
+    labels = {
+        vid: csd_entry(*[(start, end, features(happy=1, sad=clip % 2)) for clip, start, end, _ in lines])
+        for vid, lines in transcripts.items()
+    }
     write_release(src, transcripts, labels)
     videos, audio = src / RAW_VIDEOS, src / RAW_AUDIO
     write_video(videos / "-3g5yACwYnA.mp4", 3.0)
@@ -336,8 +384,11 @@ def test_end_to_end_reorganize_with_sdk_folds(tmp_path):
     write_video(videos / "PtH_8O__EAY.mp4", 1.0)
 
     out = tmp_path / "out"
-    summary = reorganize(parse_release(src), SplitSpec(mode="list", list_name="mosei_sdk_folds", by_group=True),
-                         RunOptions(out_dir=out, jobs=1, progress=False))
+    summary = reorganize(
+        parse_release(src),
+        SplitSpec(mode="list", list_name="mosei_sdk_folds", by_group=True),
+        RunOptions(out_dir=out, jobs=1, progress=False),
+    )
 
     rows = {row["id"]: row for row in read_jsonl(out / "manifest.jsonl")}
     assert sorted(rows) == ["-3g5yACwYnA_0", "-3g5yACwYnA_1", "-3g5yACwYnA_2", "81406_0"]

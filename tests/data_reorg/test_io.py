@@ -4,12 +4,10 @@ import pickle
 
 import pytest
 
-from data_reorg.io import (DiskFullError, atomic_path, read_jsonl, read_lines_lenient, safe_name,
-                          write_jsonl_atomic)
+from data_reorg.io import DiskFullError, atomic_path, read_jsonl, read_lines_lenient, safe_name, write_jsonl_atomic
 
 
-@pytest.mark.parametrize("item", ["Ses01F_impro01_F000", "-3g5yACwYnA_10", "_0efYOjQYRc_3", "81406_0",
-                                  "PtH_8O__EAY_2"])
+@pytest.mark.parametrize("item", ["Ses01F_impro01_F000", "-3g5yACwYnA_10", "_0efYOjQYRc_3", "81406_0", "PtH_8O__EAY_2"])
 def test_real_ids_are_kept_as_file_names(item):
     assert safe_name(item) == item
 

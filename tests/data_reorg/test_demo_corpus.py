@@ -5,6 +5,7 @@ folder (determinism) and with another seed over a copy (rebuild in place).
 No face detector runs here: "a face is there" is checked as texture in the centre of the half, where
 the blurred backgrounds have none.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ from data_reorg.splits import load_split_lists
 
 pytestmark = pytest.mark.slow
 
-SUMMARY = re.compile(r"\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(Ses0[1-5][FM]_\S+)\t([a-z]{3})\t"
-                     r"\[(\d\.\d{4}), (\d\.\d{4}), (\d\.\d{4})\]")
+SUMMARY = re.compile(
+    r"\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(Ses0[1-5][FM]_\S+)\t([a-z]{3})\t"
+    r"\[(\d\.\d{4}), (\d\.\d{4}), (\d\.\d{4})\]"
+)
 CATEGORICAL_LINE = re.compile(r"C-(E\d|[FM]1):\t[A-Z][a-z]+;( [A-Z][a-z]+;)*\t\(.*\)")
 ATTRIBUTE_LINE = re.compile(r"A-(E\d|[FM]1):\tval [1-5]; act [1-5]; dom  [1-5];\t\(.*\)")
 TRANSCRIPT = re.compile(r"(?P<id>\S+) \[(?P<start>\d{3}\.\d{4})-(?P<end>\d{3}\.\d{4})\]: (?P<text>.*)")
@@ -63,8 +66,7 @@ def emo(corpora, truth) -> dict[str, dict]:
         for line in path.read_text(encoding="ascii").splitlines():
             match = SUMMARY.fullmatch(line)
             if match:
-                rows[match[3]] = {"dialog": dialog, "start": float(match[1]), "end": float(match[2]),
-                                  "code": match[4]}
+                rows[match[3]] = {"dialog": dialog, "start": float(match[1]), "end": float(match[2]), "code": match[4]}
     return rows
 
 
@@ -78,8 +80,10 @@ def dialog_frames(corpora, truth, emo) -> dict[str, dict[int, np.ndarray]]:
         wanted[emo[item]["dialog"]] |= {_first_frame(emo[item]), _first_frame(emo[item]) + count}
     for dialog, (start, end) in truth["iemocap"]["edge_cases"]["listener_away"].items():
         wanted[dialog].add(int((start + end) / 2 * 30))
-    return {dialog: _decode(_session(corpora, info) / f"dialog/avi/DivX/{dialog}.avi", wanted[dialog])
-            for dialog, info in truth["iemocap"]["dialogs"].items()}
+    return {
+        dialog: _decode(_session(corpora, info) / f"dialog/avi/DivX/{dialog}.avi", wanted[dialog])
+        for dialog, info in truth["iemocap"]["dialogs"].items()
+    }
 
 
 def _decode(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -97,7 +101,7 @@ def _decode(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 def _texture(image: np.ndarray, cx: int, cy: int, half: int = 40) -> float:
     """Mean detail (patch minus its blur) around (cx, cy): faces score 4 or more, the blurred
     backgrounds below 1."""
-    patch = cv2.cvtColor(image[cy - half:cy + half, cx - half:cx + half], cv2.COLOR_BGR2GRAY)
+    patch = cv2.cvtColor(image[cy - half : cy + half, cx - half : cx + half], cv2.COLOR_BGR2GRAY)
     patch = patch.astype(np.float32)
     return float(np.abs(patch - cv2.GaussianBlur(patch, (0, 0), 4)).mean())
 
@@ -134,7 +138,7 @@ def _segments(corpora, truth) -> dict[str, tuple[float, float, str]]:
         path = corpora.mosei_src / f"Raw/Transcript/Segmented/Combined/{vid}.txt"
         for line in path.read_text(encoding="utf-8").splitlines():
             assert line.startswith(f"{vid}___")
-            clip, start, end, text = line[len(vid) + 3:].split("___", 3)
+            clip, start, end, text = line[len(vid) + 3 :].split("___", 3)
             assert clip.isdigit() and re.fullmatch(r"-?\d+\.\d+", start) and re.fullmatch(r"\d+\.\d+", end)
             segments[f"{vid}_{clip}"] = (float(start), float(end), text)
     return segments
@@ -143,6 +147,7 @@ def _segments(corpora, truth) -> dict[str, tuple[float, float, str]]:
 # ----------------------------------------------------------------------------------------------------
 # Build: time, size, idempotence, determinism
 # ----------------------------------------------------------------------------------------------------
+
 
 def test_build_time_and_size_are_bounded(built):
     corpora, seconds = built
@@ -168,8 +173,9 @@ def test_same_seed_gives_identical_files(corpora, tmp_path):
     first, second = corpora.truth.parent, other.truth.parent
     names = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
     assert names == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
-    differing = [name for name in names if name.suffix != ".csd"
-                 and (first / name).read_bytes() != (second / name).read_bytes()]
+    differing = [
+        name for name in names if name.suffix != ".csd" and (first / name).read_bytes() != (second / name).read_bytes()
+    ]
     assert differing == []
     for name in names:
         if name.suffix == ".csd":
@@ -191,8 +197,11 @@ def test_another_seed_rebuilds_in_place_with_the_same_files(corpora, truth, tmp_
 def _csd_contents(path: Path) -> dict:
     contents = {}
     with h5py.File(path, "r") as handle:
-        handle.visititems(lambda key, item: contents.__setitem__(key, np.asarray(item[()]).tolist())
-                          if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda key, item: (
+                contents.__setitem__(key, np.asarray(item[()]).tolist()) if isinstance(item, h5py.Dataset) else None
+            )
+        )
     return contents
 
 
@@ -212,6 +221,7 @@ def test_plans_depend_on_the_seed_only():
 # IEMOCAP: layout and text formats
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_iemocap_layout(corpora, truth):
     root = corpora.iemocap_src
     assert (root / "README.txt").is_file() and any((root / "Documentation").iterdir())
@@ -220,10 +230,14 @@ def test_iemocap_layout(corpora, truth):
     for dialog, info in dialogs.items():
         assert DIALOG.fullmatch(dialog)
         base = _session(corpora, info)
-        for rel in (f"dialog/avi/DivX/{dialog}.avi", f"dialog/wav/{dialog}.wav",
-                    f"dialog/transcriptions/{dialog}.txt", f"dialog/EmoEvaluation/{dialog}.txt",
-                    f"dialog/EmoEvaluation/Categorical/{dialog}_e2_cat.txt",
-                    f"dialog/EmoEvaluation/Attribute/{dialog}_e2_atr.txt"):
+        for rel in (
+            f"dialog/avi/DivX/{dialog}.avi",
+            f"dialog/wav/{dialog}.wav",
+            f"dialog/transcriptions/{dialog}.txt",
+            f"dialog/EmoEvaluation/{dialog}.txt",
+            f"dialog/EmoEvaluation/Categorical/{dialog}_e2_cat.txt",
+            f"dialog/EmoEvaluation/Attribute/{dialog}_e2_atr.txt",
+        ):
             assert (base / rel).is_file(), rel
     for junk in truth["iemocap"]["edge_cases"]["junk_files"]:
         assert (root / junk).is_file() and Path(junk).name.startswith("._")
@@ -241,13 +255,13 @@ def test_emo_evaluation_format(corpora, truth, emo):
             summary, *votes = block.split("\n")
             assert SUMMARY.fullmatch(summary), summary
             assert len(summary.split("\t")) == 4
-            assert votes and all(CATEGORICAL_LINE.fullmatch(v) or ATTRIBUTE_LINE.fullmatch(v)
-                                 for v in votes), votes
+            assert votes and all(CATEGORICAL_LINE.fullmatch(v) or ATTRIBUTE_LINE.fullmatch(v) for v in votes), votes
     codes = {item: row["code"] for item, row in emo.items()}
     iemocap = truth["iemocap"]
     assert {item: code for item, code in codes.items() if code in demo.CLASSES} == iemocap["classes"]
-    assert {item for item, code in codes.items() if code not in demo.CLASSES} == \
-        {item for item in iemocap["dropped"] if "XX" not in item}
+    assert {item for item, code in codes.items() if code not in demo.CLASSES} == {
+        item for item in iemocap["dropped"] if "XX" not in item
+    }
     assert {code for code in codes.values() if code not in demo.CLASSES} == {"xxx", "sur", "fea"}
 
 
@@ -317,6 +331,7 @@ def test_turns_overlap_across_speakers_never_within_one(truth, emo):
 # IEMOCAP: media
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_dialog_videos_are_720x480_at_30_fps(corpora, truth):
     for dialog, info in truth["iemocap"]["dialogs"].items():
         capture = cv2.VideoCapture(str(_session(corpora, info) / f"dialog/avi/DivX/{dialog}.avi"))
@@ -379,7 +394,7 @@ def test_dialog_and_sentence_wavs(corpora, truth, emo):
         assert abs(len(stereo) - info["frames"] / 30 * 16000) <= 1
         for item, row in ((i, r) for i, r in emo.items() if r["dialog"] == dialog):
             channel = 0 if item.rsplit("_", 1)[1][0] == dialog[5] else 1
-            cut = stereo[round(row["start"] * 16000):round(row["end"] * 16000)]
+            cut = stereo[round(row["start"] * 16000) : round(row["end"] * 16000)]
             if item not in overlapping:
                 power = (cut.astype(float) ** 2).mean(axis=0)
                 assert power[channel] > 16 * power[1 - channel], item
@@ -408,8 +423,8 @@ def _cepstral_pitch(samples: np.ndarray, rate: int = 16000) -> float:
     frame, lo, hi = 1024, rate // 500, rate // 70
     pitches = []
     for start in range(0, len(samples) - frame, 256):
-        window = samples[start:start + frame] * np.hanning(frame)
-        if (window ** 2).mean() > 1e-4:
+        window = samples[start : start + frame] * np.hanning(frame)
+        if (window**2).mean() > 1e-4:
             cepstrum = np.fft.irfft(np.log(np.abs(np.fft.rfft(window)) + 1e-9))
             pitches.append(rate / (lo + int(np.argmax(cepstrum[lo:hi]))))
     return float(np.median(pitches))
@@ -421,7 +436,7 @@ def _resonance_peak_db(samples: np.ndarray, centre: float, rate: int = 16000) ->
     frequencies = np.fft.rfftfreq(len(samples), 1 / rate)
 
     def level(lo: float, hi: float) -> float:
-        return 10 * np.log10(power[(frequencies >= centre * 2 ** lo) & (frequencies < centre * 2 ** hi)].mean())
+        return 10 * np.log10(power[(frequencies >= centre * 2**lo) & (frequencies < centre * 2**hi)].mean())
 
     return level(-0.15, 0.15) - (level(-0.9, -0.6) + level(0.6, 0.9)) / 2
 
@@ -479,6 +494,7 @@ def test_iemocap_recipe_keeps_and_drops_what_the_truth_says(corpora, truth):
 # CMU-MOSEI
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_mosei_transcripts(corpora, truth):
     segments = _segments(corpora, truth)
     mosei = truth["mosei"]
@@ -486,8 +502,7 @@ def test_mosei_transcripts(corpora, truth):
     assert set(segments) == set(mosei["classes"]) | set(mosei["dropped"])
     edges = mosei["edge_cases"]
     assert edges["underscore_texts"]
-    assert all(segments[item][2] == text and "_____" in text
-               for item, text in edges["underscore_texts"].items())
+    assert all(segments[item][2] == text and "_____" in text for item, text in edges["underscore_texts"].items())
     assert [item for item, (start, _, _) in segments.items() if start < 0] == edges["negative_start"]
     assert edges["overlapping_pairs"]
     assert all(segments[b][0] < segments[a][1] for a, b in edges["overlapping_pairs"])
@@ -496,8 +511,9 @@ def test_mosei_transcripts(corpora, truth):
 def test_mosei_ids_cover_the_sdk_folds(truth):
     mesm = {item for ids in load_split_lists("mesm_mosei").values() for item in ids}
     mosei = truth["mosei"]
-    assert {item for item in [*mosei["classes"], *mosei["dropped"]] if item not in mesm} == \
-        set(mosei["edge_cases"]["not_in_mesm"])
+    assert {item for item in [*mosei["classes"], *mosei["dropped"]] if item not in mesm} == set(
+        mosei["edge_cases"]["not_in_mesm"]
+    )
     folds = Counter(info["sdk_fold"] for info in mosei["videos"].values())
     assert folds[None] == 1 and min(folds[name] for name in ("train", "valid", "test")) >= 2
     assert "-NFrJFQijFE" in mosei["edge_cases"]["not_in_sdk_folds"]
@@ -510,11 +526,16 @@ def test_mosei_media(corpora, truth):
     for vid, info in truth["mosei"]["videos"].items():
         capture = cv2.VideoCapture(str(corpora.mosei_src / f"Raw/Videos/Full/Combined/{vid}.mp4"))
         assert capture.get(cv2.CAP_PROP_FPS) == info["fps"]
-        assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == \
-            (info["width"], info["height"])
+        assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+            info["width"],
+            info["height"],
+        )
         assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == info["frames"]
-        own = {item: (max(start, 0), end) for item, (start, end, _) in segments.items()
-               if item.rsplit("_", 1)[0] == vid and end < info["duration"]}
+        own = {
+            item: (max(start, 0), end)
+            for item, (start, end, _) in segments.items()
+            if item.rsplit("_", 1)[0] == vid and end < info["duration"]
+        }
         middle = {item: int((start + end) / 2 * info["fps"]) for item, (start, end) in own.items()}
         frames = _decode(corpora.mosei_src / f"Raw/Videos/Full/Combined/{vid}.mp4", {0, *middle.values()})
         centre = (info["width"] // 2, info["height"] // 2)
@@ -537,8 +558,7 @@ def test_mosei_labels_csd(corpora, truth):
         assert list(handle.keys()) == ["All Labels"]
         meta = {key: json.loads(value[0]) for key, value in handle["All Labels/metadata"].items()}
         assert meta["root name"] == "All Labels" and meta["dataset name"] == "CMU-MOSEI"
-        assert meta["dimension names"] == ["sentiment", "happy", "sad", "anger", "surprise", "disgust",
-                                           "fear"]
+        assert meta["dimension names"] == ["sentiment", "happy", "sad", "anger", "surprise", "disgust", "fear"]
         data = handle["All Labels/data"]
         assert set(data.keys()) == set(mosei["videos"])
         rows = {vid: (data[vid]["features"][()], data[vid]["intervals"][()]) for vid in data}
@@ -550,13 +570,16 @@ def test_mosei_labels_csd(corpora, truth):
         assert (np.abs(features[:, 0]) <= 3).all()
         all_zero += int((features[:, 1:] == 0).all(axis=1).sum())
         for row, (start, end) in enumerate(intervals):
-            hits = [item for item, seg in segments.items() if item.rsplit("_", 1)[0] == vid
-                    and abs(seg[0] - start) < 1e-3 and abs(seg[1] - end) < 1e-3]
+            hits = [
+                item
+                for item, seg in segments.items()
+                if item.rsplit("_", 1)[0] == vid and abs(seg[0] - start) < 1e-3 and abs(seg[1] - end) < 1e-3
+            ]
             if not hits:
-                assert mosei["edge_cases"]["unmatched_csd_rows"][vid] == [
-                    {"row": row, "interval": [start, end]}]
-                assert not any(seg[0] < end and start < seg[1] for item, seg in segments.items()
-                               if item.rsplit("_", 1)[0] == vid)
+                assert mosei["edge_cases"]["unmatched_csd_rows"][vid] == [{"row": row, "interval": [start, end]}]
+                assert not any(
+                    seg[0] < end and start < seg[1] for item, seg in segments.items() if item.rsplit("_", 1)[0] == vid
+                )
                 continue
             assert len(hits) == 1
             labels[hits[0]] = [int(features[row, c] > 0) for c in (3, 5, 6, 1, 2, 4)]
@@ -572,6 +595,9 @@ def test_mosei_recipe_keeps_and_drops_what_the_truth_says(corpora, truth):
 
     parsed = parse_release(corpora.mosei_src)
     assert {request.id: request.label for request in parsed.requests} == truth["mosei"]["labels"]
-    unmatched = {f"{vid}[row {row['row']}]"
-                 for vid, rows in truth["mosei"]["edge_cases"]["unmatched_csd_rows"].items() for row in rows}
+    unmatched = {
+        f"{vid}[row {row['row']}]"
+        for vid, rows in truth["mosei"]["edge_cases"]["unmatched_csd_rows"].items()
+        for row in rows
+    }
     assert {drop.id for drop in parsed.drops} == set(truth["mosei"]["dropped"]) | unmatched

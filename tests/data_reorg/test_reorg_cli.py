@@ -6,6 +6,7 @@ Here one more full IEMOCAP run goes into a fresh folder (module fixture); every 
 reuses finished clips (a copy of a reorganized folder, same source) or cuts a few dialogs only.
 Raw trees are copied only where a test modifies them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,15 +32,17 @@ from data_reorg.io import read_jsonl, sha256_file, write_jsonl_atomic
 from data_reorg.manifest import IEMOCAP_CLASSES, MANIFEST_FIELDS, MOSEI_EMOTIONS, SPLITS, load_manifest
 from data_reorg.media import decodable_frames, frame_span, probe_video
 from data_reorg.splits import load_split_lists
-from helpers_processes import still_running, wait_for_workers
+from tests.helpers.processes import still_running, wait_for_workers
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_SPLIT = ("--split", "random", "--seed", "0", "--ratios", "0.6,0.2,0.2")
 TEMP_NAME = re.compile(r"^\..+\.tmp\d+(\.\w+)?$")
-SUMMARY = re.compile(r"kept (\d+) \(train (\d+), valid (\d+), test (\d+)\), dropped (\d+) "
-                     r".*reused (\d+) finished")
+SUMMARY = re.compile(
+    r"kept (\d+) \(train (\d+), valid (\d+), test (\d+)\), dropped (\d+) "
+    r".*reused (\d+) finished"
+)
 
 
 @dataclass
@@ -86,13 +89,17 @@ def flip_byte(path: Path) -> None:
 
 
 def file_times(out: Path) -> dict[str, int]:
-    return {path.relative_to(out).as_posix(): path.stat().st_mtime_ns
-            for folder in ("video", "audio", "meta") for path in (out / folder).iterdir()}
+    return {
+        path.relative_to(out).as_posix(): path.stat().st_mtime_ns
+        for folder in ("video", "audio", "meta")
+        for path in (out / folder).iterdir()
+    }
 
 
 def tree_listing(root: Path) -> dict[str, tuple[int, int]]:
-    return {path.relative_to(root).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns)
-            for path in root.rglob("*")}
+    return {
+        path.relative_to(root).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns) for path in root.rglob("*")
+    }
 
 
 def copy_out(src: Path, dst: Path) -> Path:
@@ -105,6 +112,7 @@ def copy_out(src: Path, dst: Path) -> Path:
 # Module fixtures
 # =====================================================================================================
 
+
 @pytest.fixture(scope="module")
 def fresh_iemocap(demo_data, tmp_path_factory) -> tuple[Path, Run]:
     """The demo IEMOCAP reorganized again, into a new folder, with the demo's split parameters."""
@@ -114,7 +122,7 @@ def fresh_iemocap(demo_data, tmp_path_factory) -> tuple[Path, Run]:
     return out, run
 
 
-CORRUPT_DIALOG = "Ses01F_impro01"      # sorted first: under --strict --jobs 1 it is the first video cut
+CORRUPT_DIALOG = "Ses01F_impro01"  # sorted first: under --strict --jobs 1 it is the first video cut
 MALFORMED_DIALOG = "Ses01F_script01_1"
 
 
@@ -130,28 +138,38 @@ def corrupt_iemocap(demo_data, tmp_path_factory) -> dict:
     shutil.copytree(demo_data.raw_iemocap, src)
     avi = src / "Session1" / "dialog" / "avi" / "DivX" / f"{CORRUPT_DIALOG}.avi"
     avi.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
-    strict_avi = cli("iemocap", src, base / "strict_avi", *DEMO_SPLIT, "--strict", "--jobs", "1",
-                     "--no-progress")
+    strict_avi = cli("iemocap", src, base / "strict_avi", *DEMO_SPLIT, "--strict", "--jobs", "1", "--no-progress")
 
     emo = src / "Session1" / "dialog" / "EmoEvaluation" / f"{MALFORMED_DIALOG}.txt"
     lines = emo.read_text(encoding="utf-8").split("\n")
-    number = next(i for i, line in enumerate(lines, start=1)
-                  if line.startswith("[") and line.split("\t")[1] in demo_data.truth["iemocap"]["classes"])
+    number = next(
+        i
+        for i, line in enumerate(lines, start=1)
+        if line.startswith("[") and line.split("\t")[1] in demo_data.truth["iemocap"]["classes"]
+    )
     fields = lines[number - 1].split("\t")
     malformed_id = fields[1]
-    lines[number - 1] = "\t".join(fields[:2]) + " " + "\t".join(fields[2:])   # 3 TAB-separated fields
+    lines[number - 1] = "\t".join(fields[:2]) + " " + "\t".join(fields[2:])  # 3 TAB-separated fields
     emo.write_text("\n".join(lines), encoding="utf-8")
 
     run = cli("iemocap", src, base / "out", *DEMO_SPLIT, "--jobs", "2", "--no-progress")
     strict_line = cli("iemocap", src, base / "strict_line", *DEMO_SPLIT, "--strict", "--no-progress")
-    return {"src": src, "avi": avi, "out": base / "out", "run": run, "strict_avi": strict_avi,
-            "strict_line": strict_line, "malformed_id": malformed_id,
-            "malformed_where": f"Session1/dialog/EmoEvaluation/{MALFORMED_DIALOG}.txt:{number}"}
+    return {
+        "src": src,
+        "avi": avi,
+        "out": base / "out",
+        "run": run,
+        "strict_avi": strict_avi,
+        "strict_line": strict_line,
+        "malformed_id": malformed_id,
+        "malformed_where": f"Session1/dialog/EmoEvaluation/{MALFORMED_DIALOG}.txt:{number}",
+    }
 
 
 # =====================================================================================================
 # 1. What is kept and what is dropped
 # =====================================================================================================
+
 
 def _check_rows(out: Path, rows: list[dict], dataset: str) -> None:
     out_resolved = out.resolve()
@@ -163,16 +181,21 @@ def _check_rows(out: Path, rows: list[dict], dataset: str) -> None:
         assert row["num_frames"] > 0 and row["num_samples"] > 0 and row["fps"] > 0
         assert set(row["sha256"]) == {"video", "audio"}
         assert row["video"] == f"video/{row['id']}.mp4" and row["audio"] == f"audio/{row['id']}.wav"
-        assert row["audio_source"] in ("sentence_wav", "dialog_wav_channel_0", "dialog_wav_channel_1",
-                                       "full_wav_channel_0")
+        assert row["audio_source"] in (
+            "sentence_wav",
+            "dialog_wav_channel_0",
+            "dialog_wav_channel_1",
+            "full_wav_channel_0",
+        )
         for kind in ("video", "audio"):
             assert not Path(row[kind]).is_absolute()
             path = (out / row[kind]).resolve()
             assert out_resolved in path.parents and path.is_file()
     assert len({row["id"] for row in rows}) == len(rows)
     listed = splits(out)
-    assert {name: sorted(ids) for name, ids in listed.items()} == \
-        {name: sorted(row["id"] for row in rows if row["split"] == name) for name in SPLITS}
+    assert {name: sorted(ids) for name, ids in listed.items()} == {
+        name: sorted(row["id"] for row in rows if row["split"] == name) for name in SPLITS
+    }
 
 
 def test_iemocap_keeps_and_drops_what_the_truth_says(demo_data):
@@ -248,6 +271,7 @@ def test_mosei_keeps_and_drops_what_the_truth_says(demo_data):
 # 7. Ids that start with "-", "_" or a digit are file names unchanged
 # =====================================================================================================
 
+
 def test_mosei_ids_survive_into_file_names(demo_data):
     out = demo_data.mosei
     awkward = [row for row in manifest(out) if row["id"][0] in "-_" or row["id"][0].isdigit()]
@@ -264,6 +288,7 @@ def test_mosei_ids_survive_into_file_names(demo_data):
 # =====================================================================================================
 # 2. verify
 # =====================================================================================================
+
 
 def test_verify_passes_on_the_demo_output(demo_data):
     for out in (demo_data.iemocap, demo_data.mosei):
@@ -287,11 +312,14 @@ def test_verify_names_a_clip_with_one_changed_byte(demo_data, tmp_path):
 # 3. stats
 # =====================================================================================================
 
+
 def _parse_table(text: str) -> dict[str, dict[str, str]]:
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return {cells[0]: dict(zip(header, cells))
-            for cells in ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:])}
+    return {
+        cells[0]: dict(zip(header, cells))
+        for cells in ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:])
+    }
 
 
 @pytest.mark.parametrize("corpus", ["iemocap", "mosei"])
@@ -306,8 +334,10 @@ def test_stats_counts_match_the_manifest(demo_data, corpus):
     expected = {}
     for split in SPLITS + ("all",):
         chosen = [row for row in rows if split in ("all", row["split"])]
-        expected[split] = {"utterances": len(chosen),
-                           "classes": {name: sum(name in positives(row) for row in chosen) for name in names}}
+        expected[split] = {
+            "utterances": len(chosen),
+            "classes": {name: sum(name in positives(row) for row in chosen) for name in names},
+        }
 
     run = cli("stats", out)
     assert run.code == 0
@@ -333,21 +363,33 @@ def test_stats_counts_match_the_manifest(demo_data, corpus):
 # 4. Splits
 # =====================================================================================================
 
+
 def test_random_split_is_the_same_in_a_new_folder(demo_data, fresh_iemocap):
     out, run = fresh_iemocap
     assert run.summary()["reused"] == 0
     assert splits(out) == splits(demo_data.iemocap)
     for name in SPLITS:
-        assert (out / "splits" / f"{name}.txt").read_bytes() == \
-            (demo_data.iemocap / "splits" / f"{name}.txt").read_bytes()
+        assert (out / "splits" / f"{name}.txt").read_bytes() == (
+            demo_data.iemocap / "splits" / f"{name}.txt"
+        ).read_bytes()
     # Clips, checksums and all: an independent run gives the same bytes.
     assert (out / "manifest.jsonl").read_bytes() == (demo_data.iemocap / "manifest.jsonl").read_bytes()
 
 
 def test_another_seed_gives_another_split(demo_data, fresh_iemocap, tmp_path):
     out = copy_out(fresh_iemocap[0], tmp_path / "seed1")
-    run = cli("iemocap", demo_data.raw_iemocap, out, "--split", "random", "--seed", "1",
-              "--ratios", "0.6,0.2,0.2", "--no-progress")
+    run = cli(
+        "iemocap",
+        demo_data.raw_iemocap,
+        out,
+        "--split",
+        "random",
+        "--seed",
+        "1",
+        "--ratios",
+        "0.6,0.2,0.2",
+        "--no-progress",
+    )
     assert run.code == 0
     before, after = splits(fresh_iemocap[0]), splits(out)
     assert after != before
@@ -355,8 +397,7 @@ def test_another_seed_gives_another_split(demo_data, fresh_iemocap, tmp_path):
     assert [len(after[name]) for name in SPLITS] == [len(before[name]) for name in SPLITS]
 
 
-def test_mesm_split_keeps_the_listed_ids_and_reports_the_rest_missing(demo_data, fresh_iemocap, tmp_path,
-                                                                       caplog):
+def test_mesm_split_keeps_the_listed_ids_and_reports_the_rest_missing(demo_data, fresh_iemocap, tmp_path, caplog):
     lists = load_split_lists("mesm_iemocap")
     listed = {item: name for name, ids in lists.items() for item in ids}
     out = copy_out(fresh_iemocap[0], tmp_path / "mesm")
@@ -369,8 +410,11 @@ def test_mesm_split_keeps_the_listed_ids_and_reports_the_rest_missing(demo_data,
     assert all(row["split"] == listed[row["id"]] for row in rows)
     missing = len(set(listed) - kept)
     assert json.loads((out / "reorg.json").read_text())["split_list_ids_missing_from_corpus"] == missing
-    assert any(f"{missing} ids of the split lists are not in this corpus" in record.getMessage()
-               for record in caplog.records if record.levelname == "WARNING")
+    assert any(
+        f"{missing} ids of the split lists are not in this corpus" in record.getMessage()
+        for record in caplog.records
+        if record.levelname == "WARNING"
+    )
 
 
 def test_mosei_mesm_split_drops_unlisted_segments(demo_data, tmp_path, caplog):
@@ -393,8 +437,10 @@ def test_mosei_mesm_split_drops_unlisted_segments(demo_data, tmp_path, caplog):
 def test_session_split_is_speaker_independent(demo_data, fresh_iemocap, tmp_path):
     out = copy_out(fresh_iemocap[0], tmp_path / "session")
     explicit = ("--test-session", "1", "--valid-session", "3")
-    for extra, expected in (((), {"1": "train", "2": "valid", "3": "test"}),
-                            (explicit, {"1": "test", "2": "train", "3": "valid"})):
+    for extra, expected in (
+        ((), {"1": "train", "2": "valid", "3": "test"}),
+        (explicit, {"1": "test", "2": "train", "3": "valid"}),
+    ):
         run = cli("iemocap", demo_data.raw_iemocap, out, "--split", "session", *extra, "--no-progress")
         assert run.code == 0
         assert run.summary()["reused"] == 144
@@ -403,8 +449,9 @@ def test_session_split_is_speaker_independent(demo_data, fresh_iemocap, tmp_path
         by_session: dict[str, set[str]] = {}
         for row in rows:
             by_session.setdefault(row["id"][4], set()).add(row["split"])
-        assert {session: sorted(found) for session, found in by_session.items()} == \
-            {session: [split] for session, split in expected.items()}
+        assert {session: sorted(found) for session, found in by_session.items()} == {
+            session: [split] for session, split in expected.items()
+        }
 
 
 def test_mosei_sdk_split_follows_the_video_folds(demo_data, tmp_path):
@@ -432,6 +479,7 @@ def test_mosei_sdk_split_follows_the_video_folds(demo_data, tmp_path):
 # 5. Resuming
 # =====================================================================================================
 
+
 def test_rerun_reuses_every_clip(demo_data, fresh_iemocap):
     out, _ = fresh_iemocap
     manifest_bytes, times = (out / "manifest.jsonl").read_bytes(), file_times(out)
@@ -455,7 +503,7 @@ def test_rerun_recuts_exactly_the_missing_and_corrupt_clips(demo_data, fresh_iem
     out = copy_out(fresh_iemocap[0], tmp_path / "resume")
     manifest_bytes = (out / "manifest.jsonl").read_bytes()
     ids = sorted(row["id"] for row in manifest(out))
-    no_video, no_meta, corrupt = ids[1], ids[len(ids) // 2], ids[-2]   # three different dialogs
+    no_video, no_meta, corrupt = ids[1], ids[len(ids) // 2], ids[-2]  # three different dialogs
     assert len({item[:-5] for item in (no_video, no_meta, corrupt)}) == 3
     (out / "video" / f"{no_video}.mp4").unlink()
     (out / "meta" / f"{no_meta}.json").unlink()
@@ -492,11 +540,11 @@ def _encoding(out: Path) -> bool:
 def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_path, kill_when):
     baseline = {row["id"]: row for row in manifest(fresh_iemocap[0])}
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "data_reorg.cli", "iemocap", str(demo_data.raw_iemocap), str(out),
-               *DEMO_SPLIT, "--jobs", "1", "--no-progress"]
+    command = _reorg_command(demo_data, out, jobs=1)
     # Own session: SIGKILL reaches the ffmpeg child too, as when a machine or job is killed.
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline:
@@ -525,7 +573,7 @@ def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_p
             else:
                 record = json.loads(path.read_text(encoding="utf-8"))["record"]
                 assert record == {key: value for key, value in baseline[path.stem].items() if key != "split"}
-    if kill_when is _encoding:   # ffmpeg was writing: its temporary clips are left behind
+    if kill_when is _encoding:  # ffmpeg was writing: its temporary clips are left behind
         assert any(name.startswith("video/.") and name.endswith(".mp4") for name in leftovers)
 
     run = cli("iemocap", demo_data.raw_iemocap, out, *DEMO_SPLIT, "--jobs", "2", "--no-progress")
@@ -534,8 +582,12 @@ def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_p
     assert (out / "manifest.jsonl").read_bytes() == (fresh_iemocap[0] / "manifest.jsonl").read_bytes()
     assert splits(out) == splits(fresh_iemocap[0])
     # A temporary file left by the kill is ignored (never referenced), and the rerun leaves none of its own.
-    hidden = {path.relative_to(out).as_posix() for folder in ("video", "audio", "meta", "splits")
-              for path in (out / folder).iterdir() if path.name.startswith(".")}
+    hidden = {
+        path.relative_to(out).as_posix()
+        for folder in ("video", "audio", "meta", "splits")
+        for path in (out / folder).iterdir()
+        if path.name.startswith(".")
+    }
     assert hidden <= leftovers
     assert cli("verify", out).code == 0
 
@@ -543,6 +595,7 @@ def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_p
 # =====================================================================================================
 # 6. Corrupt input, --strict, OUT inside SRC, nothing kept
 # =====================================================================================================
+
 
 def test_corrupt_avi_drops_its_dialog_only(demo_data, corrupt_iemocap):
     run, out = corrupt_iemocap["run"], corrupt_iemocap["out"]
@@ -583,8 +636,14 @@ def test_strict_accepts_the_intact_demo(demo_data, tmp_path):
     assert run.code == 0, run.err
     assert run.summary()["kept"] == 144
     assert (out / "manifest.jsonl").read_bytes() == (demo_data.iemocap / "manifest.jsonl").read_bytes()
-    run = cli("mosei", demo_data.raw_mosei, copy_out(demo_data.mosei, tmp_path / "mosei"), *DEMO_SPLIT,
-              "--strict", "--no-progress")
+    run = cli(
+        "mosei",
+        demo_data.raw_mosei,
+        copy_out(demo_data.mosei, tmp_path / "mosei"),
+        *DEMO_SPLIT,
+        "--strict",
+        "--no-progress",
+    )
     assert run.code == 0, run.err
 
 
@@ -639,8 +698,7 @@ def test_damaged_meta_and_leftover_temporaries_are_handled_on_rerun(demo_data, t
     victim.write_text("{not json")
     leftover = out / "video" / f".{victim.stem}.tmp99999.mp4"
     leftover.write_bytes(b"partial")
-    assert main(["iemocap", str(demo_data.raw_iemocap), str(out), "--ratios", "0.6,0.2,0.2",
-                 "--no-progress"]) == 0
+    assert main(["iemocap", str(demo_data.raw_iemocap), str(out), "--ratios", "0.6,0.2,0.2", "--no-progress"]) == 0
     assert "reused 143" in capsys.readouterr().out
     assert not leftover.exists()
     assert (out / "manifest.jsonl").read_bytes() == (demo_data.iemocap / "manifest.jsonl").read_bytes()
@@ -649,6 +707,7 @@ def test_damaged_meta_and_leftover_temporaries_are_handled_on_rerun(demo_data, t
 # =====================================================================================================
 # 8. A truncated source video, a full disk, old manifests
 # =====================================================================================================
+
 
 def test_truncated_avi_keeps_its_decodable_part_and_every_other_split(demo_data, fresh_iemocap, tmp_path):
     """The clips inside the part of the file that decodes are kept (the same bytes as from the intact
@@ -665,15 +724,18 @@ def test_truncated_avi_keeps_its_decodable_part_and_every_other_split(demo_data,
     before = {row["id"]: row for row in manifest(fresh_iemocap[0])}
     rows = {row["id"]: row for row in manifest(out)}
     in_dialog = {item for item in before if item.startswith(CORRUPT_DIALOG + "_")}
-    inside = {item for item in in_dialog
-              if frame_span(before[item]["start"], before[item]["end"], info)[1] <= decodable}
+    inside = {
+        item for item in in_dialog if frame_span(before[item]["start"], before[item]["end"], info)[1] <= decodable
+    }
     assert 0 < len(inside) < len(in_dialog)
     assert set(rows) == set(before) - in_dialog | inside
-    assert all(rows[item] == before[item] for item in rows)   # clips, checksums and splits alike
+    assert all(rows[item] == before[item] for item in rows)  # clips, checksums and splits alike
     reasons = {reason for item, reason in dropped(out).items() if item in in_dialog}
-    assert reasons == {f"{avi}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) of "
-                       f"the {info.num_frames} its header declares (truncated or damaged file); "
-                       "clips past that point are dropped"}
+    assert reasons == {
+        f"{avi}: the video decodes only up to frame {decodable} ({decodable / info.fps:.3f} s) of "
+        f"the {info.num_frames} its header declares (truncated or damaged file); "
+        "clips past that point are dropped"
+    }
     assert cli("verify", out).code == 0
 
 
@@ -699,8 +761,7 @@ def test_manifests_without_audio_source_still_load(demo_data, tmp_path):
     """Manifests written before ``audio_source`` existed are read by stats, verify and the e2e loader."""
     out = copy_out(demo_data.mosei, tmp_path / "old")
     rows = manifest(out)
-    write_jsonl_atomic(out / "manifest.jsonl", [{k: v for k, v in row.items() if k != "audio_source"}
-                                                for row in rows])
+    write_jsonl_atomic(out / "manifest.jsonl", [{k: v for k, v in row.items() if k != "audio_source"} for row in rows])
     assert cli("stats", out).code == 0 and cli("stats", out, "--json").code == 0
     assert cli("verify", out).code == 0
     assert len(load_manifest(out, "train")) == sum(row["split"] == "train" for row in rows)
@@ -710,10 +771,27 @@ def test_manifests_without_audio_source_still_load(demo_data, tmp_path):
 # 9. Worker processes (--jobs): none outlives the run, a dead one is one clear error
 # =====================================================================================================
 
+
+def _reorg_command(demo_data, out: Path, jobs: int) -> list[str]:
+    """``data-reorg iemocap`` of the demo corpus into ``out``, as a separate Python process."""
+    return [
+        sys.executable,
+        "-m",
+        "data_reorg.cli",
+        "iemocap",
+        str(demo_data.raw_iemocap),
+        str(out),
+        *DEMO_SPLIT,
+        "--jobs",
+        str(jobs),
+        "--no-progress",
+    ]
+
+
 def _start_run(demo_data, out: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
-    command = [sys.executable, "-m", "data_reorg.cli", "iemocap", str(demo_data.raw_iemocap), str(out),
-               *DEMO_SPLIT, "--jobs", "2", "--no-progress"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    return subprocess.Popen(
+        _reorg_command(demo_data, out, jobs=2), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda sig: sig.name)

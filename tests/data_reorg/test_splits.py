@@ -24,12 +24,21 @@ def test_random_split_ratios_and_seed_determinism():
 
 def test_random_split_same_on_another_interpreter():
     """The assignment depends only on the seed and ids, not on hash randomisation or the process."""
-    code = ("from data_reorg.splits import SplitSpec, assign_splits;"
-            "a = assign_splits(SplitSpec('random', seed=7), {str(i): 'g' for i in range(50)}).assignment;"
-            "print(sorted(k for k, v in a.items() if v == 'test'))")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."}, check=True).stdout
-               for seed in ("1", "2")}
+    code = (
+        "from data_reorg.splits import SplitSpec, assign_splits;"
+        "a = assign_splits(SplitSpec('random', seed=7), {str(i): 'g' for i in range(50)}).assignment;"
+        "print(sorted(k for k, v in a.items() if v == 'test'))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."},
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outputs) == 1
 
 
@@ -58,8 +67,12 @@ def test_list_split_by_utterance_drops_unlisted_and_reports_missing():
 
 
 def test_sdk_split_by_video_id():
-    groups = {"-3g5yACwYnA_10": "-3g5yACwYnA", "_0efYOjQYRc_3": "_0efYOjQYRc",
-              "--qXJuDtHPw_5": "--qXJuDtHPw", "-NFrJFQijFE_0": "-NFrJFQijFE"}
+    groups = {
+        "-3g5yACwYnA_10": "-3g5yACwYnA",
+        "_0efYOjQYRc_3": "_0efYOjQYRc",
+        "--qXJuDtHPw_5": "--qXJuDtHPw",
+        "-NFrJFQijFE_0": "-NFrJFQijFE",
+    }
     result = assign_splits(SplitSpec("list", list_name="mosei_sdk_folds", by_group=True), groups)
     assert result.assignment == {"-3g5yACwYnA_10": "train", "_0efYOjQYRc_3": "test", "--qXJuDtHPw_5": "valid"}
     assert [d.id for d in result.drops] == ["-NFrJFQijFE_0"]

@@ -1,5 +1,6 @@
 """The shared worker pool: workers never outlive their parent, a dead worker is one clear error, and
 both CLIs print pool and full-disk errors as ``<prog>: error: ...`` with exit status 2."""
+
 from __future__ import annotations
 
 import errno
@@ -15,11 +16,11 @@ import pytest
 
 from data_reorg.io import DiskFullError
 from data_reorg.workers import WorkerDied, worker_pool
-from helpers_processes import running, still_running, wait_for_workers
+from tests.helpers.processes import running, still_running, wait_for_workers
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _kill_myself() -> None:
@@ -89,12 +90,14 @@ POOL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
-                         ids=lambda sig: sig.name)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda sig: sig.name
+)
 def test_no_worker_outlives_its_parent(sig):
     """However the parent ends, its workers (re-parented orphans otherwise, waiting forever) end too."""
-    parent = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", POOL_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         workers = wait_for_workers(parent.pid, 2)
         os.kill(parent.pid, sig)
@@ -108,8 +111,10 @@ def test_no_worker_outlives_its_parent(sig):
 def test_the_watchdog_ends_a_worker_whose_parent_died():
     """Where PR_SET_PDEATHSIG does not exist, a thread notices the parent's death."""
     orphan = "import os; from data_reorg.workers import _watch_parent; _watch_parent(os.getppid())"
-    script = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', {orphan!r}]); "
-              "print(child.pid, flush=True); time.sleep(60)")
+    script = (
+        f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', {orphan!r}]); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         child = int(parent.stdout.readline())
@@ -123,19 +128,24 @@ def test_the_watchdog_ends_a_worker_whose_parent_died():
         parent.communicate()
 
 
-@pytest.mark.parametrize("error", [
-    DiskFullError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/manifest.jsonl"),
-    WorkerDied("worker 4242 died (SIGKILL); rerun to resume"),
-], ids=["disk-full", "worker-died"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        DiskFullError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/manifest.jsonl"),
+        WorkerDied("worker 4242 died (SIGKILL); rerun to resume"),
+    ],
+    ids=["disk-full", "worker-died"],
+)
 def test_both_clis_print_pool_and_disk_errors_plainly(monkeypatch, capsys, error):
     import data_reorg.cli
     import e2e.cli
+    import e2e.cli.models
 
     def fail(args):
         raise error
 
     monkeypatch.setattr(data_reorg.cli, "_run_stats", fail)
-    monkeypatch.setattr(e2e.cli, "_models", fail)
+    monkeypatch.setattr(e2e.cli.models, "run_models", fail)
     assert data_reorg.cli.main(["stats", "/nonexistent"]) == 2
     assert e2e.cli.main(["models"]) == 2
     assert capsys.readouterr().err == f"data-reorg: error: {error}\ne2e: error: {error}\n"
