@@ -4,6 +4,7 @@ for what ``best.pt`` and ``last.pt`` hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import pickle
@@ -16,10 +17,29 @@ import torch
 from torch import nn
 
 from data_reorg.io import atomic_path
-from e2e.config import ExperimentConfig, UsageError
-from e2e.models import build_model, config_from_dict
+from e2e.config import ExperimentConfig, ModelConfig, UsageError
+from e2e.models import build_model, config_from_dict, model_options
 
 logger = logging.getLogger(__name__)
+
+
+def stored_config(values: dict, source: Path | str) -> ExperimentConfig:
+    """The config a checkpoint stores. One saved before each model had its own options (one flat
+    ``model`` section for all models) holds keys its model does not have; they are left out, with a
+    warning naming them, so older runs still evaluate, predict and resume."""
+    model = values.get("model", {})
+    known = {option.name for option in dataclasses.fields(model_options(model.get("name", ModelConfig.name)))}
+    unused = sorted(set(model) - known)
+    if unused:
+        logger.warning(
+            "%s: model %r has no option %s; left out (a config from before per-model options)",
+            source,
+            model.get("name"),
+            ", ".join(unused),
+        )
+    return config_from_dict(
+        {**values, "model": {key: value for key, value in model.items() if key in known}}, str(source)
+    )
 
 
 def model_from_checkpoint(checkpoint: dict, source: Path | str) -> tuple[ExperimentConfig, nn.Module]:
@@ -27,7 +47,7 @@ def model_from_checkpoint(checkpoint: dict, source: Path | str) -> tuple[Experim
 
     A relative ``data.data_dir`` is resolved against the directory the run was made in.
     """
-    config = config_from_dict(checkpoint["config"], str(source))
+    config = stored_config(checkpoint["config"], source)
     if config.data.data_dir and checkpoint.get("run_cwd"):
         config.data.data_dir = str(Path(checkpoint["run_cwd"], config.data.data_dir))
     model = build_model(config.model, checkpoint["class_names"])
@@ -45,7 +65,7 @@ def load_checkpoint(path: Path | str) -> dict:
 
 
 def _reload(checkpoint: dict, path: Path | str) -> dict[str, torch.Tensor]:
-    config = config_from_dict(checkpoint["config"], str(path))
+    config = stored_config(checkpoint["config"], path)
     state = build_model(config.model, checkpoint["class_names"]).state_dict()
     reloaded = checkpoint["reloaded"]
     if _digest(state, reloaded["names"]) != reloaded["sha256"]:

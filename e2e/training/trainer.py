@@ -142,7 +142,7 @@ def _resume_checkpoint(run_dir: Path, config: ExperimentConfig) -> dict:
 def _check_resume_config(stored: dict, config: ExperimentConfig, epochs_done: int, source: Path | str) -> None:
     """Raise ConfigError unless ``config`` differs from a checkpoint's ``stored`` config only in
     :data:`RESUMABLE_KEYS`, and asks for no fewer epochs than ``epochs_done``."""
-    changes = _config_changes(stored, config.to_dict())
+    changes = _config_changes(stored, config)
     refused = [change for key, change in changes.items() if key not in RESUMABLE_KEYS]
     if refused:
         raise ConfigError(
@@ -160,12 +160,12 @@ def _check_resume_config(stored: dict, config: ExperimentConfig, epochs_done: in
         )
 
 
-def _config_changes(stored: dict, current: dict) -> dict[str, str]:
-    """``section.key`` -> ``"section.key OLD -> NEW"`` for each value of ``current`` that ``stored``
+def _config_changes(stored: dict, config: ExperimentConfig) -> dict[str, str]:
+    """``section.key`` -> ``"section.key OLD -> NEW"`` for each value of ``config`` that ``stored``
     holds otherwise (a key that ``stored`` lacks, added to the config since, counts as its default)."""
-    defaults = ExperimentConfig().to_dict()
+    defaults = ExperimentConfig(model=type(config.model)()).to_dict()
     changes = {}
-    for section, values in current.items():
+    for section, values in config.to_dict().items():
         for key, value in values.items():
             old = stored.get(section, {}).get(key, defaults[section][key])
             if old != value:

@@ -109,23 +109,28 @@ def test_no_worker_outlives_its_parent(sig):
 
 
 def test_the_watchdog_ends_a_worker_whose_parent_died():
-    """Where PR_SET_PDEATHSIG does not exist, a thread notices the parent's death."""
-    orphan = "import os; from data_reorg.workers import _watch_parent; _watch_parent(os.getppid())"
+    """Where PR_SET_PDEATHSIG does not exist, a thread notices the parent's death. The parent passes
+    its own pid (as worker_pool does), so a parent that dies while the child still starts is noticed."""
+    orphan = "import os, sys; from data_reorg.workers import _watch_parent; _watch_parent(int(sys.argv[1]))"
     script = (
-        f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', {orphan!r}]); "
-        "print(child.pid, flush=True); time.sleep(60)"
+        f"import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', {orphan!r}, "
+        "str(os.getpid())], stdout=subprocess.DEVNULL); print(child.pid, flush=True); time.sleep(60)"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = None
     try:
         child = int(parent.stdout.readline())
         time.sleep(1.0)
         assert running(child)
         parent.kill()
         parent.wait(timeout=30)
-        assert still_running([child], within=5) == []
+        assert still_running([child], within=10) == []
     finally:
         parent.kill()
-        parent.communicate()
+        parent.wait(timeout=30)
+        parent.stdout.close()
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
