@@ -49,3 +49,35 @@ def demo_iemocap_features(demo_iemocap_cache) -> Path:
     summary = extract_features(demo_iemocap_cache, "minilm", 500, 32, progress=False)
     assert summary.problems == []
     return demo_iemocap_cache
+
+
+def demo_benchmark_options(demo_data: DemoData, out: Path) -> list[str]:
+    """The demo benchmark's command-line options, as ``make demo`` gives them (``--data``: the old
+    spelling of ``--data-dir``, still accepted)."""
+    return [
+        "--data",
+        str(demo_data.iemocap),
+        "--models",
+        "all",
+        "--seeds",
+        "0",
+        "--config-dir",
+        "configs/demo",
+        "--knowledge-data",
+        str(demo_data.mosei),
+        "--set",
+        "train.progress=false",
+        "--out",
+        str(out),
+    ]
+
+
+@pytest.fixture(scope="session")
+def demo_benchmark(demo_iemocap_cache, demo_data, tmp_path_factory) -> Path:
+    """``e2e benchmark`` of every model on the demo corpus (``make demo``'s main job), trained once per test
+    run: its FE2E and MESM runs (``fe2e-s0``, ``mesm-s0``) are also the end-to-end tests' trained models."""
+    from e2e.cli import main
+
+    out = tmp_path_factory.mktemp("benchmark")
+    assert main(["benchmark", *demo_benchmark_options(demo_data, out)]) == 0
+    return out

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from e2e.cli.options import add_config, add_overrides
+from e2e.cli.options import add_config, add_data_dir, add_out, add_overrides
 from e2e.data.bundle import SPLITS
 
 
@@ -24,8 +24,8 @@ def register(commands) -> None:
     visualize = commands.add_parser("visualize", help="MESM kept sites over faces and mel chunks, per block")
     visualize.add_argument("--ckpt", type=Path, required=True)
     visualize.add_argument("--ids", nargs="+", required=True)
-    visualize.add_argument("--out", type=Path, required=True)
-    visualize.add_argument("--data-dir", "--data", dest="data_dir", type=Path, default=None)
+    add_out(visualize, help="folder for the attention-map images and density.json")
+    add_data_dir(visualize, required=False)
     visualize.set_defaults(handler=run_visualize)
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from e2e.cli.options import add_config, add_device, add_out, add_overrides
+from e2e.cli.options import add_config, add_data_dir, add_device, add_out, add_overrides
 from e2e.data.bundle import SPLITS
 
 
@@ -21,14 +21,7 @@ def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint at its stored thresholds")
     evaluate.add_argument("--ckpt", type=Path, required=True)
     evaluate.add_argument("--split", default="test", choices=SPLITS)
-    evaluate.add_argument(
-        "--data-dir",
-        "--data",
-        dest="data_dir",
-        type=Path,
-        default=None,
-        help="the corpus, when not where the run was trained",
-    )
+    add_data_dir(evaluate, required=False)
     add_device(evaluate)
     evaluate.set_defaults(handler=run_eval)
 

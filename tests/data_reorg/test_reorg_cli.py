@@ -32,7 +32,7 @@ from data_reorg.io import read_jsonl, sha256_file, write_jsonl_atomic
 from data_reorg.manifest import IEMOCAP_CLASSES, MANIFEST_FIELDS, MOSEI_EMOTIONS, SPLITS, load_manifest
 from data_reorg.media import decodable_frames, frame_span, probe_video
 from data_reorg.splits import load_split_lists
-from tests.helpers.processes import still_running, wait_for_workers
+from tests.helpers.processes import default_signals, still_running, wait_for_workers
 
 pytestmark = pytest.mark.slow
 
@@ -790,7 +790,12 @@ def _reorg_command(demo_data, out: Path, jobs: int) -> list[str]:
 
 def _start_run(demo_data, out: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     return subprocess.Popen(
-        _reorg_command(demo_data, out, jobs=2), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True
+        _reorg_command(demo_data, out, jobs=2),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        preexec_fn=default_signals,
     )
 
 

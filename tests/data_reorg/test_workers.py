@@ -16,7 +16,7 @@ import pytest
 
 from data_reorg.io import DiskFullError
 from data_reorg.workers import WorkerDied, worker_pool
-from tests.helpers.processes import running, still_running, wait_for_workers
+from tests.helpers.processes import default_signals, running, still_running, wait_for_workers
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
 
@@ -96,7 +96,12 @@ POOL_SCRIPT = textwrap.dedent("""
 def test_no_worker_outlives_its_parent(sig):
     """However the parent ends, its workers (re-parented orphans otherwise, waiting forever) end too."""
     parent = subprocess.Popen(
-        [sys.executable, "-c", POOL_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", POOL_SCRIPT],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     try:
         workers = wait_for_workers(parent.pid, 2)

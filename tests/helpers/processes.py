@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a child the test signals: SIGINT and SIGHUP back to their default handling,
+    whatever the test runner inherited (a shell's background job ignores SIGINT, ``nohup`` SIGHUP)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _stat_fields(pid: int) -> list[str] | None:

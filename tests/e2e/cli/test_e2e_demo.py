@@ -49,21 +49,20 @@ def _majority_accuracy(data_dir: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def run_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def runs(demo_iemocap_cache, run_root) -> dict[str, dict]:
-    return {
-        modalities: _train(demo_iemocap_cache, run_root / modalities, DEMO_FE2E, f"model.modalities={modalities}")
-        for modalities in ("t", "a", "v", "tav")
+def runs(demo_iemocap_cache, demo_benchmark, tmp_path_factory) -> dict[str, dict]:
+    """FE2E on one modality each, trained here through ``e2e train``, and on all three: the demo
+    benchmark's ``fe2e-s0`` run, the same config (configs/demo/fe2e.yaml, seed 0)."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {
+        modalities: _train(demo_iemocap_cache, root / modalities, DEMO_FE2E, f"model.modalities={modalities}")
+        for modalities in ("t", "a", "v")
     }
+    return {**runs, "tav": json.loads((demo_benchmark / "fe2e-s0" / "results.json").read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="module")
-def tav_checkpoint(runs, run_root) -> Path:
-    return run_root / "tav" / "checkpoints" / "best.pt"
+def tav_checkpoint(demo_benchmark) -> Path:
+    return demo_benchmark / "fe2e-s0" / "checkpoints" / "best.pt"
 
 
 @pytest.mark.parametrize("modalities", ["t", "a", "v"])
@@ -87,12 +86,15 @@ def test_results_hold_the_paper_metrics(runs):
     assert len(results["thresholds"]) == 6 and all(0.05 <= t <= 0.95 for t in results["thresholds"])
 
 
-def test_mesm_trains_on_the_demo(demo_iemocap_cache, tmp_path):
-    results = _train(demo_iemocap_cache, tmp_path / "mesm", "configs/demo/mesm.yaml")
+def test_mesm_trains_on_the_demo(demo_iemocap_cache, demo_benchmark):
+    """MESM as configs/demo/mesm.yaml trains it (the demo benchmark's run)."""
+    run = demo_benchmark / "mesm-s0"
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    assert results["config"]["model"]["name"] == "mesm"
     assert results["attention_mode"] == "trainable" and results["top_p"] == 0.5
     assert results["test"]["multiclass_acc"] >= _majority_accuracy(demo_iemocap_cache) + MARGIN
-    assert (tmp_path / "mesm" / "checkpoints" / "best.pt").is_file()
-    assert any((tmp_path / "mesm" / "tb").iterdir())
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert any((run / "tb").iterdir())
 
 
 def test_eval_reproduces_the_test_metrics_at_stored_thresholds(runs, tav_checkpoint, capsys):

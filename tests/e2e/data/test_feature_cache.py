@@ -67,7 +67,23 @@ def test_rerun_reuses_and_bad_items_are_reported_by_id(demo_iemocap_features, tm
 
 
 def test_cli_features_reports_counts(demo_iemocap_features, capsys):
-    assert main(["features", str(demo_iemocap_features), "--text-max-length", "32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(demo_iemocap_features),
+                "--text-model",
+                "minilm",
+                "--text-max-length",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "144 reused" in capsys.readouterr().out
+    # the text model and length of a config: the same cache as the demo configs use
+    assert main(["features", str(demo_iemocap_features), "--config", str(DEMO_CONFIG), "--no-progress"]) == 0
     assert "144 reused" in capsys.readouterr().out
 
 

@@ -18,6 +18,7 @@ from e2e.cli import main
 from e2e.experiments.benchmark import BenchmarkRequest, dataset_of, parse_models, plan_benchmark, summarize
 from e2e.models import shipped_models
 from e2e.training.checkpoint import copy_pretrained
+from tests.conftest import demo_benchmark_options
 
 DEMO_CONFIGS = Path("configs/demo")
 ALL_MODELS = shipped_models()
@@ -90,33 +91,6 @@ def test_summary_compares_with_the_majority_baseline():
     assert summary["models"]["a"]["beats_majority"] and not summary["models"]["b"]["beats_majority"]
 
 
-def _benchmark_options(demo_data, out: Path) -> list[str]:
-    """The demo benchmark's command-line options (``--data``: the old spelling, still accepted)."""
-    return [
-        "--data",
-        str(demo_data.iemocap),
-        "--models",
-        "all",
-        "--seeds",
-        "0",
-        "--config-dir",
-        str(DEMO_CONFIGS),
-        "--knowledge-data",
-        str(demo_data.mosei),
-        "--set",
-        "train.progress=false",
-        "--out",
-        str(out),
-    ]
-
-
-@pytest.fixture(scope="module")
-def demo_benchmark(demo_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("benchmark")
-    assert main(["benchmark", *_benchmark_options(demo_data, out)]) == 0
-    return out
-
-
 @pytest.mark.slow
 def test_all_twelve_models_beat_the_majority_baseline_on_the_demo(demo_benchmark):
     summary = json.loads((demo_benchmark / "summary.json").read_text(encoding="utf-8"))
@@ -136,7 +110,7 @@ def test_all_twelve_models_beat_the_majority_baseline_on_the_demo(demo_benchmark
 @pytest.mark.slow
 def test_missing_sweep_reuses_the_runs_and_writes_csv_and_plot(demo_benchmark, demo_data):
     stamps = {path: path.stat().st_mtime_ns for path in demo_benchmark.glob("*/results.json")}
-    options = _benchmark_options(demo_data, demo_benchmark)
+    options = demo_benchmark_options(demo_data, demo_benchmark)
     assert main(["sweep", "missing", *options, "--rates", "0,0.5,0.9"]) == 0
     assert {path: path.stat().st_mtime_ns for path in demo_benchmark.glob("*/results.json")} == stamps
     rows = _read_csv(demo_benchmark / "missing.csv")

@@ -58,7 +58,7 @@ def test_each_job_is_named_when_it_starts(tmp_path, capsys):
     ]
     for job in jobs:  # finished points: reused, not trained
         Path(job.run_dir).mkdir()
-        (Path(job.run_dir) / "results.json").write_text(json.dumps({"config": job.config}), encoding="utf-8")
+        (Path(job.run_dir) / "results.json").write_text(json.dumps({"config": job.config.to_dict()}), encoding="utf-8")
     run_jobs(jobs, tmp_path)
     assert capsys.readouterr().err.splitlines() == [
         f"[1/2] mesm tav top_p=0.5 seed 1 on iemocap -> {tmp_path / 'mesm-p0.5-s1'}: finished, reused",

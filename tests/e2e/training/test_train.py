@@ -13,7 +13,7 @@ import torch
 import e2e  # noqa: F401  (compat shim first)
 from e2e.config import ConfigError
 from e2e.data.bundle import DataBundle
-from e2e.training import distributed
+from e2e.training import distributed, inference
 from e2e.training import trainer as train_module
 from e2e.training.checkpoint import load_checkpoint
 from e2e.training.inference import evaluate_checkpoint
@@ -265,7 +265,7 @@ def test_eval_resolves_the_data_dir_against_the_run_directory(straight_run, tmp_
     torch.save(checkpoint, tmp_path / "best.pt")
     seen = []
     monkeypatch.setattr(
-        train_module, "build_datasets", lambda config: seen.append(config.data.data_dir) or helpers.make_bundle()
+        inference, "build_datasets", lambda config, inputs: seen.append(config.data.data_dir) or helpers.make_bundle()
     )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"made_here/corpus does not exist here; pass --data-dir"):
