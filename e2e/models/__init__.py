@@ -14,6 +14,7 @@ from e2e.models.registry import (
     model_spec,
     register_model,
     shipped_models,
+    split_options,
     switch_model,
     with_changes,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "model_spec",
     "register_model",
     "shipped_models",
+    "split_options",
     "switch_model",
     "with_changes",
 ]

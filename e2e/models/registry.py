@@ -115,13 +115,16 @@ def with_changes(config: ExperimentConfig, changes: dict[str, Any], source: str)
     return config_module.build_config([(config.to_dict(), "config"), (layer, source)], model_options)
 
 
+def split_options(name: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``values`` (a model section) split into the options model ``name`` has and the sorted names of
+    the others."""
+    known = {option.name for option in dataclasses.fields(model_options(name))}
+    return {key: value for key, value in values.items() if key in known}, sorted(set(values) - known)
+
+
 def switch_model(config: ExperimentConfig, name: str, source: str) -> ExperimentConfig:
     """``config`` for model ``name``: the model options both models have carry over, the others are
     left behind (MESM's ``top_p`` for its FE2E reference); data and train settings are kept."""
-    carried = {
-        key: value
-        for key, value in dataclasses.asdict(config.model).items()
-        if key in {f.name for f in dataclasses.fields(model_options(name))}
-    }
+    carried, _ = split_options(name, dataclasses.asdict(config.model))
     values = {**config.to_dict(), "model": {**carried, "name": name}}
     return config_module.build_config([(values, source)], model_options)

@@ -4,7 +4,6 @@ for what ``best.pt`` and ``last.pt`` hold."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import pickle
@@ -18,7 +17,7 @@ from torch import nn
 
 from data_reorg.io import atomic_path
 from e2e.config import ExperimentConfig, ModelConfig, UsageError
-from e2e.models import build_model, config_from_dict, model_options
+from e2e.models import build_model, config_from_dict, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +27,7 @@ def stored_config(values: dict, source: Path | str) -> ExperimentConfig:
     ``model`` section for all models) holds keys its model does not have; they are left out, with a
     warning naming them, so older runs still evaluate, predict and resume."""
     model = values.get("model", {})
-    known = {option.name for option in dataclasses.fields(model_options(model.get("name", ModelConfig.name)))}
-    unused = sorted(set(model) - known)
+    kept, unused = split_options(model.get("name", ModelConfig.name), model)
     if unused:
         logger.warning(
             "%s: model %r has no option %s; left out (a config from before per-model options)",
@@ -37,9 +35,7 @@ def stored_config(values: dict, source: Path | str) -> ExperimentConfig:
             model.get("name"),
             ", ".join(unused),
         )
-    return config_from_dict(
-        {**values, "model": {key: value for key, value in model.items() if key in known}}, str(source)
-    )
+    return config_from_dict({**values, "model": kept}, str(source))
 
 
 def model_from_checkpoint(checkpoint: dict, source: Path | str) -> tuple[ExperimentConfig, nn.Module]:
