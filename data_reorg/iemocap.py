@@ -3,6 +3,11 @@
 Times and labels come from the consensus summary lines of ``Session*/dialog/EmoEvaluation/<dialog>.txt``;
 the text is joined by utterance id from ``Session*/dialog/transcriptions/<dialog>.txt``. Each dialog video
 shows both actors side by side, so every request crops the speaker's half of the frame.
+
+The summary line's ``[V, A, D]`` triple becomes the manifest's ``vad``. A line without four fields is
+malformed and dropped (which field is which cannot be told). A fourth field that is not three decimal
+numbers in [1, 5] (NaN, inf, missing or extra values) leaves the class label intact: the utterance is
+kept with ``vad`` None and a :class:`Note` naming the file, line and problem (``reorg.json`` ``warnings``).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from pathlib import Path
 
 from data_reorg.manifest import (
     IEMOCAP_CLASSES,
+    VAD_DIMENSIONS,
     AudioSource,
     ClipRequest,
     Drop,
+    Note,
     ParseResult,
     corpus_text_files,
     read_corpus_lines,
@@ -30,11 +37,13 @@ log = logging.getLogger("data_reorg")
 SIDE_RULES = ("mocap", "female-left")
 SPLIT_POLICIES = ("random", "mesm", "session")
 CROPS = {"L": (0.0, 0.0, 0.5, 1.0), "R": (0.5, 0.0, 0.5, 1.0)}
+VAD_RANGE = (1.0, 5.0)  # the consensus triple holds means of 1-5 ratings
 
 _DIALOG = r"Ses0(?P<session>[1-5])(?P<letter>[FM])_(?:impro0[1-8][ab]?|script0[1-3]_[1-3]b?)"
 # The speaker letter is the first character of the last "_" token: script dialog ids hold an extra "_".
 _UTTERANCE = re.compile(rf"(?P<dialog>{_DIALOG})_(?P<speaker>[FM])\d{{3}}")
 _UNLABELLED = re.compile(rf"{_DIALOG}_[FM]XX\d*")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _SUMMARY_TIMES = re.compile(r"\[\s*(\d+(?:\.\d*)?)\s*-\s*(\d+(?:\.\d*)?)\s*\]")
 # Split at the first "]:" only: the text itself may hold ":" and bracketed tokens such as [LAUGHTER].
 _TRANSCRIPT_LINE = re.compile(r"(?P<id>\S+)\s+\[[^\]]*\]:(?P<text>.*)")
@@ -49,6 +58,8 @@ class _Label:
     start: float
     end: float
     where: str
+    vad: dict[str, float] | None = None
+    vad_problem: str | None = None  # why ``vad`` is None
 
 
 def prepare_iemocap(
@@ -118,6 +129,8 @@ def parse_release(src: Path, classes: tuple[str, ...] = IEMOCAP_CLASSES, side_ru
     for label in sorted(labels.values(), key=lambda lab: lab.id):
         if label.code in classes:
             found.requests.append(_request(src, label, texts.get(label.id, ("", ""))[0], side_rule))
+            if label.vad_problem:
+                found.notes.append(Note(label.where, f"{label.vad_problem}; {label.id} is kept with vad null"))
         else:
             found.drops.append(
                 Drop(
@@ -195,7 +208,28 @@ def _parse_summary(line: str, where: str) -> _Label:
     start, end = float(times[1]), float(times[2])
     if end <= start:
         raise ValueError(f"interval {fields[0]!r} ends before it starts")
-    return _Label(fields[1], fields[2], start, end, where)
+    vad, problem = parse_vad(fields[3])
+    return _Label(fields[1], fields[2], start, end, where, vad, problem)
+
+
+def parse_vad(text: str) -> tuple[dict[str, float] | None, str | None]:
+    """``[v, a, d]`` -> ({valence, activation, dominance}, None), or (None, why it cannot be trusted):
+    not three comma-separated decimal numbers (NaN, inf, empty, garbage), or one outside VAD_RANGE."""
+    if not (text.startswith("[") and text.endswith("]")):
+        return None, f"VAD triple {text!r} is not bracketed"
+    parts = text[1:-1].split(",")
+    if len(parts) != len(VAD_DIMENSIONS):
+        return None, f"VAD triple {text!r} does not hold 3 values"
+    values = {}
+    low, high = VAD_RANGE
+    for name, part in zip(VAD_DIMENSIONS, parts):
+        if not _DECIMAL.fullmatch(part.strip()):  # float() would also take "nan", "inf", "1_0"
+            return None, f"VAD triple {text!r}: {name} {part.strip()!r} is not a decimal number"
+        value = float(part)
+        if not low <= value <= high:
+            return None, f"VAD triple {text!r}: {name} {value} is outside [{low:g}, {high:g}]"
+        values[name] = value
+    return values, None
 
 
 def _read_transcription(path: Path, src: Path, texts: dict[str, tuple[str, str]], found: ParseResult) -> None:
@@ -249,4 +283,5 @@ def _request(src: Path, label: _Label, text: str, side_rule: str) -> ClipRequest
             label.start,
             label.end,
         ),
+        extra_labels={"vad": label.vad},
     )

@@ -3,7 +3,21 @@
 A recipe (``iemocap``, ``mosei``) parses its corpus into :class:`ClipRequest` objects (what to cut and
 how to label it) and :class:`Drop` objects (what it refused, with the reason). The pipeline cuts the
 requests into ``OUT/video/<id>.mp4`` and ``OUT/audio/<id>.wav`` and writes one manifest row per kept
-utterance with the fields of :data:`MANIFEST_FIELDS`.
+utterance with the fields of :data:`MANIFEST_FIELDS`, then the optional label fields of
+:data:`EXTRA_LABEL_FIELDS` that its corpus has:
+
+* ``sentiment`` (CMU-MOSEI): float in [-3, 3], CSD column 0 as stored (mean of the raters).
+* ``emotion_intensity`` (CMU-MOSEI): ``{"anger": x, "disgust": x, "fear": x, "happy": x, "sad": x,
+  "surprise": x}``, the raw CSD scores in [0, 3], keys in :data:`MOSEI_EMOTIONS` order (``label`` is
+  these scores binarized at > 0). A segment whose CSD row holds any NaN, infinite or out-of-range
+  value is dropped as a whole, so both fields are always numbers.
+* ``vad`` (IEMOCAP): ``{"valence": v, "activation": a, "dominance": d}``, the consensus means in
+  [1, 5] from the EmoEvaluation summary line, or ``null`` when that line's triple is malformed, NaN or
+  out of range: the emotion label is still good, so the utterance is kept and the run's ``reorg.json``
+  ``warnings`` name the file and line.
+
+A field is absent from rows of the other corpus and from manifests written before it existed;
+:func:`load_manifest` reads those as they are, and a stage that needs a field checks for it.
 """
 
 from __future__ import annotations
@@ -36,6 +50,9 @@ MANIFEST_FIELDS = (
 SPLITS = ("train", "valid", "test")
 IEMOCAP_CLASSES = ("ang", "exc", "fru", "hap", "neu", "sad")
 MOSEI_EMOTIONS = ("anger", "disgust", "fear", "happy", "sad", "surprise")
+VAD_DIMENSIONS = ("valence", "activation", "dominance")
+# Optional manifest fields after MANIFEST_FIELDS, in this order (see the module docstring).
+EXTRA_LABEL_FIELDS = ("sentiment", "emotion_intensity", "vad")
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class ClipRequest:
     ``group`` names the split unit for grouped splits (IEMOCAP session number, MOSEI video id).
     ``crop`` = (x, y, w, h) as fractions of the frame, e.g. (0, 0, 0.5, 1) = left half; None = whole frame.
     ``fallback_audio`` is tried when ``audio`` is missing or unreadable.
+    ``extra_labels``: the row's optional label fields (keys from :data:`EXTRA_LABEL_FIELDS`).
     """
 
     id: str
@@ -74,10 +92,22 @@ class ClipRequest:
     crop: tuple[float, float, float, float] | None = None
     side: str | None = None
     fallback_audio: AudioSource | None = None
+    extra_labels: dict = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.extra_labels) - set(EXTRA_LABEL_FIELDS))
+        if unknown:
+            raise ValueError(f"{self.id}: unknown extra label fields {unknown}; known: {EXTRA_LABEL_FIELDS}")
 
     def fingerprint(self) -> str:
-        """Changes whenever anything that decides the clip's content or labels changes."""
+        """Changes whenever anything that decides the clip's content or its ``label`` changes.
+
+        ``extra_labels`` are left out: they change no clip file, and the manifest row takes them from
+        the request on every run, so a rerun over an output written before they existed reuses its
+        clips (same fingerprint as then) and still writes them.
+        """
         payload = asdict(self)
+        del payload["extra_labels"]
         payload["video"] = str(self.video)
         return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()
 
@@ -142,7 +172,11 @@ def read_corpus_lines(path: Path, src: Path, found: ParseResult) -> list[str]:
 
 
 def load_manifest(data_dir: Path | str, split: str | None = None) -> list[dict]:
-    """Manifest rows of ``data_dir`` (optionally one split), with ``video``/``audio`` made absolute."""
+    """Manifest rows of ``data_dir`` (optionally one split), with ``video``/``audio`` made absolute.
+
+    Rows are returned with the fields they were written with: the optional ones
+    (:data:`EXTRA_LABEL_FIELDS`, ``audio_source``) may be absent, and ``vad`` may be None.
+    """
     data_dir = Path(data_dir)
     rows = read_jsonl(data_dir / "manifest.jsonl")
     for row in rows:

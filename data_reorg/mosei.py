@@ -1,9 +1,9 @@
 """CMU-MOSEI recipe: raw release (full videos, 16 kHz wavs, segmented transcripts, labels CSD) -> requests.
 
 Segments come from the segmented transcripts (their clip numbers are the ones in ``<vid>_<clip>`` ids
-and in the MESM lists); labels come from ``CMU_MOSEI_Labels.csd``, whose rows are matched to segments
-by time, never by position (row order differs from clip order). Clips are cut from the FULL videos
-(the segmented mp4s have gaps).
+and in the MESM lists); labels (the multi-hot ``label``, ``sentiment``, ``emotion_intensity``) come from
+``CMU_MOSEI_Labels.csd``, whose rows are matched to segments by time, never by position (row order
+differs from clip order). Clips are cut from the FULL videos (the segmented mp4s have gaps).
 
 Media files are not opened or even checked here: a missing or corrupt video or wav is reported by the
 pipeline for each of its clips (``<path>: video file is missing`` ...), in the same place as every
@@ -20,13 +20,21 @@ from pathlib import Path
 import numpy as np
 
 from data_reorg.csd import CSDError, interval_problem, label_problem, read_csd
-from data_reorg.manifest import AudioSource, ClipRequest, Drop, ParseResult, corpus_text_files, read_corpus_lines
+from data_reorg.manifest import (
+    MOSEI_EMOTIONS,
+    AudioSource,
+    ClipRequest,
+    Drop,
+    ParseResult,
+    corpus_text_files,
+    read_corpus_lines,
+)
 from data_reorg.pipeline import RunOptions, RunSummary, reorganize, resolve_source
 from data_reorg.splits import DEFAULT_RATIOS, SplitSpec, random_split_spec
 
 CSD_NAME = "CMU_MOSEI_Labels.csd"
 SPLIT_POLICIES = ("random", "mesm", "sdk")
-# Canonical emotion k (manifest.MOSEI_EMOTIONS: anger, disgust, fear, happy, sad, surprise) is CSD
+# Canonical emotion k (MOSEI_EMOTIONS: anger, disgust, fear, happy, sad, surprise) is CSD
 # features column CSD_COLUMNS[k] (CSD order: sentiment, happy, sad, anger, surprise, disgust, fear).
 CSD_COLUMNS = (3, 5, 6, 1, 2, 4)
 # Row/segment matching, tried in this order: identical (start, end); both ends within MATCH_TOLERANCE
@@ -267,6 +275,15 @@ def emotion_labels(features: np.ndarray) -> list[int]:
     return [int(features[column] > 0) for column in CSD_COLUMNS]
 
 
+def extra_labels(features: np.ndarray) -> dict:
+    """The manifest's ``sentiment`` (CSD column 0) and ``emotion_intensity`` (raw scores by canonical
+    emotion name) of one CSD row, as Python floats; the row has passed ``label_problem``."""
+    return {
+        "sentiment": float(features[0]),
+        "emotion_intensity": {name: float(features[column]) for name, column in zip(MOSEI_EMOTIONS, CSD_COLUMNS)},
+    }
+
+
 def _request(segment: Segment, features: np.ndarray, layout: Layout) -> ClipRequest:
     """Negative starts (a few CSD/transcript intervals begin before 0 s) are clamped for video and audio."""
     start = max(0.0, segment.start)
@@ -280,4 +297,5 @@ def _request(segment: Segment, features: np.ndarray, layout: Layout) -> ClipRequ
         video=layout.videos / f"{segment.vid}.mp4",
         audio=AudioSource(layout.audio / f"{segment.vid}.wav", "full_wav_channel_0", 0, start, segment.end),
         group=segment.vid,
+        extra_labels=extra_labels(features),
     )

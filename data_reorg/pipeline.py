@@ -3,6 +3,8 @@
 Layout of OUT:
     video/<id>.mp4  audio/<id>.wav    the clips (16 kHz mono PCM16 audio)
     meta/<id>.json                    one finished record per clip: what makes a rerun skip it
+                                      (optional label fields are not in it: rows take them from the
+                                      current parse, see ClipRequest.fingerprint)
     manifest.jsonl dropped.jsonl splits/{train,valid,test}.txt reorg.json
 Every file is written under a temporary name and renamed, so a run killed at any moment leaves only
 complete files, and a rerun re-cuts exactly the clips that are missing or fail their checksum.
@@ -23,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_reorg.io import remove_temporaries, safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
-from data_reorg.manifest import MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, Note, ParseResult
+from data_reorg.manifest import EXTRA_LABEL_FIELDS, MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, Note, ParseResult
 from data_reorg.media import MediaError, VideoCut, cut_video, frame_span, probe_video, read_audio, write_wav
 from data_reorg.splits import SplitResult, SplitSpec, assign_splits
 from data_reorg.workers import worker_pool
@@ -83,7 +85,7 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     cut_records, cut_drops = _cut_all(pending, out, options)
     records.update(cut_records)
     drops.extend(cut_drops)
-    rows = [_manifest_row(records[item], split.assignment[item]) for item in sorted(records)]
+    rows = [_manifest_row(records[item], split.assignment[item], requests[item]) for item in sorted(records)]
     summary = _summarize(rows, len(drops), len(records) - len(cut_records), split, parsed.notes)
     _write_outputs(out, rows, drops, parsed.notes, split_spec, summary)
     return summary
@@ -109,8 +111,12 @@ def _assign_splits(spec: SplitSpec, requests: dict[str, ClipRequest]) -> SplitRe
     return split
 
 
-def _manifest_row(record: dict, split: str) -> dict:
-    return {key: split if key == "split" else record[key] for key in MANIFEST_FIELDS}
+def _manifest_row(record: dict, split: str, request: ClipRequest) -> dict:
+    """The clip's finished record plus its split and, from the current request, its optional labels
+    (never from the record, so a rerun over an older output still writes them)."""
+    row = {key: split if key == "split" else record[key] for key in MANIFEST_FIELDS}
+    row.update((key, request.extra_labels[key]) for key in EXTRA_LABEL_FIELDS if key in request.extra_labels)
+    return row
 
 
 def _unique_requests(requests: list[ClipRequest], drops: list[Drop]) -> dict[str, ClipRequest]:

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_reorg.iemocap import SIDE_RULES, parse_release
+from data_reorg.iemocap import SIDE_RULES, parse_release, parse_vad
 from data_reorg.io import read_jsonl
-from data_reorg.manifest import MANIFEST_FIELDS, SPLITS
+from data_reorg.manifest import MANIFEST_FIELDS, SPLITS, VAD_DIMENSIONS
 from data_reorg.media import decodable_frames
 from data_reorg.pipeline import RunOptions, reorganize
 from data_reorg.report import verify
@@ -39,8 +39,8 @@ F000_BLOCK = (
 )
 
 
-def summary(start: str, end: str, item: str, code: str) -> str:
-    return f"[{start} - {end}]\t{item}\t{code}\t{VAD}\n"
+def summary(start: str, end: str, item: str, code: str, vad: str = VAD) -> str:
+    return f"[{start} - {end}]\t{item}\t{code}\t{vad}\n"
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -82,7 +82,7 @@ def release(tmp_path_factory) -> Path:
         (
             F000_BLOCK.replace("attitude)", "attitude, caf\xe9)").encode("latin-1")
             + (
-                summary("7.5712", "10.4750", "Ses01F_impro01_M000", "fru")
+                summary("7.5712", "10.4750", "Ses01F_impro01_M000", "fru", "[1.5000, 4.0000, 4.5000]")
                 + "C-E1:\tFrustration;\tAnger;\t()\n\n"
                 + summary("10.0100", "11.3825", "Ses01F_impro01_F001", "xxx")
                 + summary("12.5000", "14.0000", "Ses01F_impro01_M001", "sur")
@@ -200,6 +200,77 @@ def test_overlapping_utterances_each_get_a_request(parsed):
     assert (female.start, female.end, male.start, male.end) == (6.2901, 8.2357, 7.5712, 10.4750)
     assert (female.side, female.crop, female.fallback_audio.channel) == ("L", (0, 0, 0.5, 1), 0)
     assert (male.side, male.crop, male.fallback_audio.channel) == ("R", (0.5, 0, 0.5, 1), 1)
+
+
+def test_vad_comes_from_the_summary_line_in_valence_activation_dominance_order(parsed):
+    requests = by_id(parsed)
+    assert requests["Ses01F_impro01_F000"].extra_labels == {
+        "vad": {"valence": 2.5, "activation": 2.5, "dominance": 2.5}
+    }
+    vad = requests["Ses01F_impro01_M000"].extra_labels["vad"]
+    assert list(vad) == list(VAD_DIMENSIONS) == ["valence", "activation", "dominance"]
+    assert vad == {"valence": 1.5, "activation": 4.0, "dominance": 4.5}
+    assert all(type(value) is float for request in parsed.requests for value in request.extra_labels["vad"].values())
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[NaN, 3.0000, 3.0000]", ": valence 'NaN' is not a decimal number"),
+        ("[2.0000, inf, 3.0000]", ": activation 'inf' is not a decimal number"),
+        ("[2.0000, 3.0000, ]", ": dominance '' is not a decimal number"),
+        ("[2.0000, 3.0000, 1_0]", ": dominance '1_0' is not a decimal number"),
+        ("[2.0000, 5.5000, 3.0000]", ": activation 5.5 is outside [1, 5]"),
+        ("[0.0000, 3.0000, 3.0000]", ": valence 0.0 is outside [1, 5]"),
+        ("[2.0000, 3.0000]", " does not hold 3 values"),
+        ("[2.0000; 3.0000; 4.0000]", " does not hold 3 values"),
+        ("2.0000, 3.0000, 4.0000", " is not bracketed"),
+    ],
+)
+def test_an_untrusted_vad_triple_never_becomes_a_number(text, problem):
+    assert parse_vad(text) == (None, f"VAD triple {text!r}{problem}")
+
+
+def test_vad_range_ends_are_kept():
+    assert parse_vad("[1.0000, 5.0000, 3.5]") == ({"valence": 1.0, "activation": 5.0, "dominance": 3.5}, None)
+    assert parse_vad("[ 1 , 5 , 2. ]") == ({"valence": 1.0, "activation": 5.0, "dominance": 2.0}, None)
+
+
+def test_a_bad_vad_triple_keeps_its_utterance_with_vad_none_and_a_note(tmp_path):
+    """The class label of the line is still good: the utterance stays, its vad is None, and a note (shown in
+    reorg.json warnings) names the file, line and problem. An utterance dropped for its class gets no note;
+    a line without the fourth field stays a malformed line."""
+    src = tmp_path / "IEMOCAP_full_release"
+    path = emo(
+        src,
+        "Ses01F_impro01",
+        summary("1.0000", "2.0000", "Ses01F_impro01_F000", "neu", "[nan, 2.0000, 2.0000]")
+        + summary("2.0000", "3.0000", "Ses01F_impro01_M000", "sad", "[2.0000, 6.0000, 2.0000]")
+        + summary("3.0000", "4.0000", "Ses01F_impro01_F001", "xxx", "[2.0000]")
+        + summary("4.0000", "5.0000", "Ses01F_impro01_M001", "hap", "[4.0000, 3.5000, 3.0000]")
+        + "[5.0000 - 6.0000]\tSes01F_impro01_F002\tang\n",
+    )
+    result = parse_release(src)
+    requests = by_id(result)
+    assert sorted(requests) == ["Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses01F_impro01_M001"]
+    assert requests["Ses01F_impro01_F000"].extra_labels == {"vad": None}
+    assert requests["Ses01F_impro01_M000"].extra_labels == {"vad": None}
+    assert requests["Ses01F_impro01_M001"].extra_labels["vad"] == {"valence": 4.0, "activation": 3.5, "dominance": 3.0}
+    assert [note.row() for note in result.notes] == [
+        {
+            "where": line_of(path, "_F000"),
+            "warning": "VAD triple '[nan, 2.0000, 2.0000]': valence 'nan' is not a decimal number; "
+            "Ses01F_impro01_F000 is kept with vad null",
+        },
+        {
+            "where": line_of(path, "_M000"),
+            "warning": "VAD triple '[2.0000, 6.0000, 2.0000]': activation 6.0 is outside [1, 5]; "
+            "Ses01F_impro01_M000 is kept with vad null",
+        },
+    ]
+    reasons = drop_reasons(result)
+    assert "not one of the classes" in reasons["Ses01F_impro01_F001"]
+    assert "expected 4 TAB-separated fields" in reasons[line_of(path, "_F002")]
 
 
 def test_junk_files_and_annotator_sub_folders_are_ignored(parsed):
@@ -351,6 +422,13 @@ UTTERANCES = {
     "F001": ("1.2000", "1.9000", "hap"),
     "M001": ("1.6000", "1.9500", "xxx"),
 }
+# id -> the summary line's [V, A, D]; F001's triple is unusable, so its row keeps vad null.
+VADS = {
+    "F000": "[2.5000, 2.5000, 2.5000]",
+    "M000": "[1.5000, 4.0000, 4.5000]",
+    "F001": "[3.5000, NaN, 2.0000]",
+    "M001": "[3.0000, 3.0000, 3.0000]",
+}
 
 
 def write_dialog_video(path: Path) -> None:
@@ -367,7 +445,11 @@ def write_dialog_video(path: Path) -> None:
 def write_dialog(src: Path, dialog: str) -> None:
     """One dialog: summary lines, transcript, stereo dialog wav (+0.5 left channel, -0.5 right), sentences."""
     session = src / f"Session{dialog[4]}"
-    emo(src, dialog, "".join(summary(s, e, f"{dialog}_{item}", code) for item, (s, e, code) in UTTERANCES.items()))
+    emo(
+        src,
+        dialog,
+        "".join(summary(s, e, f"{dialog}_{item}", code, VADS[item]) for item, (s, e, code) in UTTERANCES.items()),
+    )
     transcript(
         src, dialog, "".join(f"{dialog}_{item} [00{s}-00{e}]: Line {item}.\n" for item, (s, e, _) in UTTERANCES.items())
     )
@@ -409,13 +491,30 @@ def test_manifest_rows(corpus):
     assert sorted(rows) == ["Ses01F_impro01_F000", "Ses01F_impro01_F001", "Ses01F_impro01_M000"]
     for item, row in rows.items():
         start, end, code = UTTERANCES[item[-4:]]
-        assert set(row) == set(MANIFEST_FIELDS)
+        assert list(row) == [*MANIFEST_FIELDS, "vad"]
         assert row["split"] in SPLITS
         assert (row["dataset"], row["label"], row["text"]) == ("iemocap", code, f"Line {item[-4:]}.")
         assert (row["start"], row["end"], row["fps"]) == (float(start), float(end), FPS)
         assert row["side"] == ("L" if item[-4] == "F" else "R")
         in_interval = [i for i in range(FPS * SECONDS) if float(start) <= i / FPS < float(end)]
         assert row["num_frames"] == len(in_interval)
+    assert rows["Ses01F_impro01_F000"]["vad"] == {"valence": 2.5, "activation": 2.5, "dominance": 2.5}
+    assert rows["Ses01F_impro01_M000"]["vad"] == {"valence": 1.5, "activation": 4.0, "dominance": 4.5}
+    assert rows["Ses01F_impro01_F001"]["vad"] is None
+
+
+def test_an_untrusted_vad_triple_is_a_warning_of_the_run(corpus):
+    """The kept F001 with vad null is named in reorg.json; impro02's F001 too (parsed and kept, then lost to
+    its corrupt video)."""
+    summary = json.loads((corpus["out"] / "reorg.json").read_text(encoding="utf-8"))
+    problem = "VAD triple '[3.5000, NaN, 2.0000]': activation 'NaN' is not a decimal number"
+    assert summary["warnings"] == [
+        {
+            "where": f"Session1/dialog/EmoEvaluation/{dialog}.txt:5",
+            "warning": f"{problem}; {dialog}_F001 is kept with vad null",
+        }
+        for dialog in ("Ses01F_impro01", "Ses01F_impro02")
+    ]
 
 
 def test_clips_show_the_speakers_half(corpus):
@@ -453,7 +552,6 @@ def test_audio_uses_the_sentence_wav_or_the_speakers_dialog_channel(corpus):
     # The fallbacks are counted in the run's summary too.
     summary = json.loads((corpus["out"] / "reorg.json").read_text(encoding="utf-8"))
     assert summary["audio_sources"] == {"dialog_wav_channel_0": 1, "dialog_wav_channel_1": 1, "sentence_wav": 1}
-    assert summary["warnings"] == []
 
 
 def test_dropped_reasons_and_untouched_source(corpus):

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from data_reorg.csd import CSD_DIMENSIONS, CSDError, read_csd, write_csd
 from data_reorg.io import read_jsonl
-from data_reorg.manifest import MOSEI_EMOTIONS
+from data_reorg.manifest import MANIFEST_FIELDS, MOSEI_EMOTIONS
 from data_reorg.mosei import emotion_labels, match_intervals, parse_release
 from data_reorg.pipeline import RunOptions, reorganize
 from data_reorg.splits import SplitSpec
@@ -254,6 +254,42 @@ def test_untrusted_label_rows_drop_their_segment_with_file_video_and_row(tmp_pat
     }
 
 
+def test_untrusted_sentiment_drops_its_segment_and_the_range_ends_are_kept(tmp_path):
+    """Sentiment is a manifest field now: a NaN or out-of-range one never reaches it as a number."""
+    nan = float("nan")
+    values = [nan, 3.5, -3.0001, -3.0, 3.0]
+    transcripts = {"81406": [(k, float(k), k + 1.0, f"clip {k}") for k in range(len(values))]}
+    labels = {"81406": csd_entry(*[(float(k), k + 1.0, features(v, happy=1)) for k, v in enumerate(values)])}
+    parsed = parse_release(write_release(tmp_path, transcripts, labels))
+    assert [(r.id, r.extra_labels["sentiment"]) for r in parsed.requests] == [("81406_3", -3.0), ("81406_4", 3.0)]
+    where = "CMU_MOSEI_Labels.csd row {} of 81406 [{}.0, {}.0]"
+    assert {drop.id: (drop.reason, drop.expected) for drop in parsed.drops} == {
+        "81406_0": (f"{where.format(0, 0, 1)}: sentiment is nan", False),
+        "81406_1": (f"{where.format(1, 1, 2)}: sentiment 3.5 is outside [-3, 3]", False),
+        "81406_2": (f"{where.format(2, 2, 3)}: sentiment -3.0001 is outside [-3, 3]", False),
+    }
+
+
+def test_sentiment_and_emotion_intensity_are_the_raw_csd_scores_by_name(tmp_path):
+    """Every CSD column gets its own value, so a wrong column mapping cannot pass unnoticed."""
+    row = features(-1.5, happy=1 / 3, sad=2 / 3, anger=1.0, surprise=4 / 3, disgust=5 / 3, fear=2.0)
+    transcripts = {"81406": [(0, 0.0, 2.0, "all columns"), (1, 2.0, 4.0, "all zero")]}
+    labels = {"81406": csd_entry((2.0, 4.0, features()), (0.0, 2.0, row))}
+    requests = by_id(parse_release(write_release(tmp_path, transcripts, labels)).requests)
+    extra = requests["81406_0"].extra_labels
+    assert list(extra) == ["sentiment", "emotion_intensity"]
+    assert extra["sentiment"] == -1.5 and type(extra["sentiment"]) is float
+    intensity = extra["emotion_intensity"]
+    assert list(intensity) == list(MOSEI_EMOTIONS)
+    assert intensity == {"anger": 1.0, "disgust": 5 / 3, "fear": 2.0, "happy": 1 / 3, "sad": 2 / 3, "surprise": 4 / 3}
+    assert all(type(value) is float for value in intensity.values())
+    assert requests["81406_0"].label == [int(intensity[name] > 0) for name in MOSEI_EMOTIONS]
+    assert requests["81406_1"].extra_labels == {
+        "sentiment": 0.0,
+        "emotion_intensity": dict.fromkeys(MOSEI_EMOTIONS, 0.0),
+    }
+
+
 def test_all_zero_rows_are_kept(tmp_path):
     transcripts = {"81406": [(0, 0.0, 2.0, "neutral"), (1, 2.0, 4.0, "negative sentiment only")]}
     labels = {"81406": csd_entry((0.0, 2.0, features()), (2.0, 4.0, features(-3.0)))}
@@ -367,7 +403,9 @@ def test_end_to_end_reorganize_with_sdk_folds(tmp_path):
         "PtH_8O__EAY": [(0, 0.0, 1.0, "no audio file")],
     }
     labels = {
-        vid: csd_entry(*[(start, end, features(happy=1, sad=clip % 2)) for clip, start, end, _ in lines])
+        vid: csd_entry(
+            *[(start, end, features(clip / 3 - 1, happy=1, sad=clip % 2 / 3)) for clip, start, end, _ in lines]
+        )
         for vid, lines in transcripts.items()
     }
     write_release(src, transcripts, labels)
@@ -415,3 +453,15 @@ def test_end_to_end_reorganize_with_sdk_folds(tmp_path):
     assert "mjQfQx2K__8.mp4" in drops["mjQfQx2K__8_0"] and "missing" in drops["mjQfQx2K__8_0"]
     assert "PtH_8O__EAY.wav" in drops["PtH_8O__EAY_0"] and "missing" in drops["PtH_8O__EAY_0"]
     assert (out / "splits/train.txt").read_text().split() == sorted(rows)
+
+    # The label fields, read back against the CSD file the run read.
+    csd = read_csd(src / "CMU_MOSEI_Labels.csd")
+    for item, row in rows.items():
+        assert list(row) == [*MANIFEST_FIELDS, "sentiment", "emotion_intensity"]
+        vid, clip = item.rsplit("_", 1)
+        start, end = transcripts[vid][int(clip)][1:3]
+        feats, intervals = csd[vid]
+        (index,) = [k for k, interval in enumerate(intervals.tolist()) if interval == [start, end]]
+        assert row["sentiment"] == feats[index, 0] == int(clip) / 3 - 1
+        assert row["emotion_intensity"] == dict(zip(MOSEI_EMOTIONS, feats[index, [3, 5, 6, 1, 2, 4]].tolist()))
+    assert rows["-3g5yACwYnA_1"]["emotion_intensity"]["sad"] == 1 / 3

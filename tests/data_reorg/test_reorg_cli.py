@@ -28,8 +28,17 @@ import pytest
 import soundfile as sf
 
 from data_reorg.cli import main
+from data_reorg.csd import read_csd
 from data_reorg.io import read_jsonl, sha256_file, write_jsonl_atomic
-from data_reorg.manifest import IEMOCAP_CLASSES, MANIFEST_FIELDS, MOSEI_EMOTIONS, SPLITS, load_manifest
+from data_reorg.manifest import (
+    EXTRA_LABEL_FIELDS,
+    IEMOCAP_CLASSES,
+    MANIFEST_FIELDS,
+    MOSEI_EMOTIONS,
+    SPLITS,
+    VAD_DIMENSIONS,
+    load_manifest,
+)
 from data_reorg.media import decodable_frames, frame_span, probe_video
 from data_reorg.splits import load_split_lists
 from tests.helpers.processes import default_signals, still_running, wait_for_workers
@@ -171,10 +180,25 @@ def corrupt_iemocap(demo_data, tmp_path_factory) -> dict:
 # =====================================================================================================
 
 
+LABEL_FIELDS = {"iemocap": ("vad",), "mosei": ("sentiment", "emotion_intensity")}
+
+
+def _check_label_fields(row: dict, dataset: str) -> None:
+    """The optional label fields of a demo row: present for its corpus, in range (the demo has no bad value)."""
+    assert list(row) == [*MANIFEST_FIELDS, *LABEL_FIELDS[dataset]], row["id"]
+    if dataset == "iemocap":
+        assert list(row["vad"]) == list(VAD_DIMENSIONS) and all(1 <= v <= 5 for v in row["vad"].values())
+        return
+    assert isinstance(row["sentiment"], float) and -3 <= row["sentiment"] <= 3
+    intensity = row["emotion_intensity"]
+    assert list(intensity) == list(MOSEI_EMOTIONS) and all(0 <= v <= 3 for v in intensity.values())
+    assert row["label"] == [int(intensity[name] > 0) for name in MOSEI_EMOTIONS]
+
+
 def _check_rows(out: Path, rows: list[dict], dataset: str) -> None:
     out_resolved = out.resolve()
     for row in rows:
-        assert set(row) == set(MANIFEST_FIELDS), row["id"]
+        _check_label_fields(row, dataset)
         assert row["dataset"] == dataset
         assert row["split"] in SPLITS
         assert 0 <= row["start"] < row["end"]
@@ -265,6 +289,54 @@ def test_mosei_keeps_and_drops_what_the_truth_says(demo_data):
     for item in stereo:
         info = sf.info(str(out / rows[item]["audio"]))
         assert (info.channels, info.samplerate, info.frames) == (1, 16000, rows[item]["num_samples"])
+
+
+def _summary_vads(src: Path) -> dict[str, list[float]]:
+    """id -> the [V, A, D] numbers of each consensus summary line of the raw EmoEvaluation files."""
+    vads = {}
+    for path in src.glob("Session*/dialog/EmoEvaluation/Ses*.txt"):
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if line.startswith("["):
+                fields = line.split("\t")
+                vads[fields[1]] = [float(value) for value in fields[3].strip("[]").split(",")]
+    return vads
+
+
+def test_iemocap_vad_is_the_summary_lines_triple_and_follows_the_class(demo_data):
+    rows = manifest(demo_data.iemocap)
+    vads = _summary_vads(demo_data.raw_iemocap)
+    for row in rows:
+        assert row["vad"] == dict(zip(VAD_DIMENSIONS, vads[row["id"]])), row["id"]
+    assert len({tuple(row["vad"].values()) for row in rows}) >= 10
+    valence = {code: [row["vad"]["valence"] for row in rows if row["label"] == code] for code in IEMOCAP_CLASSES}
+    pleasant, unpleasant = valence["hap"] + valence["exc"], valence["ang"] + valence["sad"] + valence["fru"]
+    assert np.mean(pleasant) > np.mean(unpleasant) + 1
+
+
+def _transcript_times(src: Path, vid: str) -> dict[str, tuple[float, float]]:
+    path = src / "Raw" / "Transcript" / "Segmented" / "Combined" / f"{vid}.txt"
+    times = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        clip, start, end, _ = line[len(vid) + 3 :].split("___", 3)
+        times[f"{vid}_{clip}"] = (float(start), float(end))
+    return times
+
+
+def test_mosei_sentiment_and_intensity_are_the_csd_row_and_follow_the_cue(demo_data):
+    rows = manifest(demo_data.mosei)
+    csd = read_csd(demo_data.raw_mosei / "CMU_MOSEI_Labels.csd")
+    for row in rows:
+        vid = row["id"].rsplit("_", 1)[0]
+        start, end = _transcript_times(demo_data.raw_mosei, vid)[row["id"]]
+        features, intervals = csd[vid]
+        (index,) = np.flatnonzero(np.abs(intervals - [start, end]).max(axis=1) < 1e-3)
+        assert row["sentiment"] == features[index, 0], row["id"]
+        assert row["emotion_intensity"] == dict(zip(MOSEI_EMOTIONS, features[index, [3, 5, 6, 1, 2, 4]].tolist()))
+    assert len({row["sentiment"] for row in rows}) >= 6
+    cues = demo_data.truth["mosei"]["classes"]
+    for row in rows:
+        cue, sentiment = cues[row["id"]], row["sentiment"]
+        assert sentiment > 0 if cue in ("hap", "exc") else sentiment < 0 if cue != "neu" else abs(sentiment) < 0.34
 
 
 # =====================================================================================================
@@ -499,6 +571,29 @@ def test_rerun_over_the_demo_output_reuses_every_clip(demo_data, tmp_path):
     assert (out / "manifest.jsonl").read_bytes() == (demo_data.iemocap / "manifest.jsonl").read_bytes()
 
 
+@pytest.mark.parametrize("corpus", ["iemocap", "mosei"])
+def test_rerun_over_an_output_written_before_the_label_fields_adds_them_without_recutting(demo_data, tmp_path, corpus):
+    """Such an output has the same finished records (the label fields were never in them, and the
+    fingerprint leaves them out) and a manifest without the fields: it still loads, and a rerun reuses
+    every clip and writes the fields."""
+    new = getattr(demo_data, corpus)
+    out = copy_out(new, tmp_path / corpus)
+    old_rows = [{k: v for k, v in row.items() if k not in EXTRA_LABEL_FIELDS} for row in manifest(out)]
+    write_jsonl_atomic(out / "manifest.jsonl", old_rows)
+    for meta in _finished_records(out):
+        assert not set(json.loads(meta.read_text(encoding="utf-8"))["record"]) & set(EXTRA_LABEL_FIELDS)
+    assert [set(row) for row in load_manifest(out)] == [set(MANIFEST_FIELDS)] * len(old_rows)
+    assert cli("stats", out).code == 0
+    times = file_times(out)
+
+    run = cli(corpus, getattr(demo_data, f"raw_{corpus}"), out, *DEMO_SPLIT, "--no-progress")
+    assert run.code == 0, run.err
+    assert run.summary()["reused"] == len(old_rows)
+    assert file_times(out) == times
+    assert (out / "manifest.jsonl").read_bytes() == (new / "manifest.jsonl").read_bytes()
+    assert all(set(LABEL_FIELDS[corpus]) <= set(row) for row in manifest(out))
+
+
 def test_rerun_recuts_exactly_the_missing_and_corrupt_clips(demo_data, fresh_iemocap, tmp_path):
     out = copy_out(fresh_iemocap[0], tmp_path / "resume")
     manifest_bytes = (out / "manifest.jsonl").read_bytes()
@@ -571,8 +666,11 @@ def test_killed_run_resumes_to_the_same_manifest(demo_data, fresh_iemocap, tmp_p
             elif kind:
                 assert sha256_file(path) == baseline[path.stem]["sha256"][kind], path
             else:
+                # The finished record is the row without its split and optional label fields (those
+                # come from the parse of each run).
                 record = json.loads(path.read_text(encoding="utf-8"))["record"]
-                assert record == {key: value for key, value in baseline[path.stem].items() if key != "split"}
+                per_run = {"split", *EXTRA_LABEL_FIELDS}
+                assert record == {key: value for key, value in baseline[path.stem].items() if key not in per_run}
     if kill_when is _encoding:  # ffmpeg was writing: its temporary clips are left behind
         assert any(name.startswith("video/.") and name.endswith(".mp4") for name in leftovers)
 
