@@ -111,6 +111,10 @@ def fraction(default: float):
     return bounded(default, 0, 1)
 
 
+# the corpora that label each data.task; sentiment and vad are regression tasks (no classes, no thresholds)
+TASK_DATASETS = {"emotion": ("iemocap", "mosei"), "sentiment": ("mosei",), "vad": ("iemocap",)}
+REGRESSION_TASKS = ("sentiment", "vad")
+
 Modalities = Literal["t", "a", "v", "ta", "tv", "av", "tav"]  # text, audio, visual, in this order
 MODALITIES = "tav"
 
@@ -126,6 +130,9 @@ def parse_modalities(spec: str) -> tuple[str, ...]:
 class DataConfig:
     data_dir: str = ""
     dataset: Literal["iemocap", "mosei"] = "iemocap"  # iemocap: single-label, 6 classes; mosei: multi-label
+    # emotion: the six classes (both corpora); sentiment: MOSEI's score in [-3, 3] (regression);
+    # vad: IEMOCAP's valence / activation / dominance (regression)
+    task: Literal["emotion", "sentiment", "vad"] = "emotion"
     img_interval_ms: int = positive(500)  # one face crop every img_interval_ms, from the clip start
     audio_features: Literal["log_mel", "power"] = "log_mel"  # power = the official code's raw mel power
     max_frames: int = non_negative(0)  # 0 = keep all sampled frames of an utterance
@@ -196,7 +203,22 @@ def build_config(layers: Sequence[Layer], model_options: ModelOptions) -> Experi
         for key, layered in values.items():
             checked = [check_value(section, section_name, key, value, source) for value, source in layered]
             setattr(section, key, checked[-1])
+    _check_task(sections["data"], merged["data"])
     return ExperimentConfig(**sections)
+
+
+def _check_task(data: DataConfig, layered: dict[str, list[tuple[Any, str]]]) -> None:
+    """ConfigError naming both values (and where they were set) when ``data.task`` does not exist for
+    ``data.dataset``."""
+    if data.dataset in TASK_DATASETS[data.task]:
+        return
+    where = "; ".join(
+        f"data.{key} from {layered[key][-1][1] if key in layered else 'defaults'}" for key in ("task", "dataset")
+    )
+    raise ConfigError(
+        f"data.task={data.task!r} does not exist for data.dataset={data.dataset!r} ({where}): "
+        + ", ".join(f"{task} is labelled on {'/'.join(datasets)}" for task, datasets in TASK_DATASETS.items())
+    )
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str], model_options: ModelOptions) -> ExperimentConfig:

@@ -25,7 +25,7 @@ from e2e.training.checkpoint import load_checkpoint, model_from_checkpoint
 @dataclass
 class UtteranceAttention:
     item: dict  # the dataset item (``id``, ``text``, ``faces``, ``audio``, ...)
-    probs: torch.Tensor  # per-class probabilities
+    scores: torch.Tensor  # per-class probabilities, or a regression task's predictions
     masks: dict[str, list[np.ndarray]]  # modality -> per sparse block its kept sites, (frames, H, W) bool
     images: dict[str, np.ndarray]  # modality -> its frames / chunks, (frames, H, W, 3) in [0, 1]
 
@@ -84,7 +84,8 @@ def _run(model: torch.nn.Module, item: dict, dataset: EmotionDataset) -> Utteran
         output = model(dataset.collator()([item]))
     masks = {m: [mask.numpy() for mask in blocks] for m, blocks in output.extras["sparse_masks"].items()}
     images = {m: face_images(item["faces"]) if m == "v" else mel_images(item["audio"]) for m in masks}
-    return UtteranceAttention(item, torch.sigmoid(output.logits[0]), masks, images)
+    scores = output.logits[0] if dataset.target is not None else torch.sigmoid(output.logits[0])
+    return UtteranceAttention(item, scores, masks, images)
 
 
 def kept_fractions(masks: dict[str, list[np.ndarray]]) -> dict[str, list[float]]:

@@ -38,7 +38,7 @@ from e2e.data.text import load_tokenizer
 from e2e.models import build_model, model_spec
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn
 from e2e.models.layers.end_to_end import frames_of
-from e2e.models.layers.sparse import SparseBlock, SparseCNN
+from e2e.models.layers.sparse import KeptSites, SparseBlock, SparseCNN, block_inputs
 
 GIGA = 1e9
 
@@ -46,7 +46,7 @@ GIGA = 1e9
 def pair_count(mask: torch.Tensor) -> int:
     """Active (output, input) pairs of a 3×3 submanifold conv on ``mask`` (N, H, W) bool sites."""
     sites = mask[:, None].float()
-    neighbours = F.conv2d(sites, torch.ones(1, 1, 3, 3), padding=1)
+    neighbours = F.conv2d(sites, torch.ones(1, 1, 3, 3, device=mask.device), padding=1)
     return int((neighbours * sites).sum())
 
 
@@ -64,14 +64,6 @@ def attention_flops(block: SparseBlock, active: torch.Tensor) -> int:
     return per_site * int(active.sum()) + 2 * text_dim * channels * active.shape[0]
 
 
-def block_inputs(masks: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The active input sites of each block: every site for the first, then the pooled kept sites
-    of the block before (a 2×2 cell is active iff any of its sites was kept)."""
-    first = torch.ones_like(masks[0])
-    pooled = [F.max_pool2d(mask[:, None].float(), 2)[:, 0] > 0 for mask in masks[:-1]]
-    return [first, *pooled]
-
-
 class _Tally:
     """FLOPs summed over batches: per (modality, layer) and per modality for the FE2E reference."""
 
@@ -80,6 +72,7 @@ class _Tally:
         self.reference: dict[str, int] = defaultdict(int)
         self.attention = 0
         self.utterances = 0
+        self.kept_sites = KeptSites()
 
     def add(self, modality: str, layer: str, kind: str, flops: int, kept: int, sites: int) -> None:
         entry = self.layers.setdefault((modality, layer), {"kind": kind, "flops": 0, "kept": 0, "sites": 0})
@@ -112,6 +105,7 @@ def _count_batch(model: nn.Module, batch, config: ExperimentConfig, tally: _Tall
         if isinstance(cnn, SparseCNN):
             _count_sparse(cnn, output.extras["sparse_masks"][modality], modality, tally)
         tally.reference[modality] += _dense_reference_flops(config, modality, frames)
+    tally.kept_sites.observe(batch, output)
     tally.utterances += len(batch)
 
 
@@ -185,6 +179,9 @@ def _report(config: ExperimentConfig, tally: _Tally) -> dict:
     return {
         "model": config.model.name,
         "top_p": config.model.top_p if sparse else None,
+        "attention_mode": config.model.attention_mode if sparse else None,
+        # per modality and sparse block: the share of the block's candidate sites that top-p kept
+        "kept_fraction": tally.kept_sites.fractions() if sparse else None,
         "cnn_width": config.model.cnn_width,
         "utterances": count,
         "per_utterance_gflops": per_utterance,

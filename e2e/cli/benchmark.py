@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from e2e.cli.options import add_data_dir, add_jobs, add_out, add_overrides, add_seeds, config_path, data_dir
+from e2e.cli.options import (
+    add_data_dir,
+    add_jobs,
+    add_out,
+    add_overrides,
+    add_seeds,
+    config_path,
+    data_dir,
+    override_task,
+)
 from e2e.config import REPO_CONFIGS
 
 
@@ -21,7 +30,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         default="fe2e,mesm,lf_lstm,lf_trans,emoembs,mult",
-        help="comma-separated registered models, or 'all' (every model the package ships)",
+        help="comma-separated registered models, or 'all' (every model the package ships that supports the "
+        "--set data.task, default emotion)",
     )
     add_seeds(parser, "0,1,2")
     parser.add_argument(
@@ -48,7 +58,7 @@ def benchmark_request(args: argparse.Namespace):
     corpus = data_dir(args)
     return BenchmarkRequest(
         data_dir=corpus,
-        models=parse_models(args.models),
+        models=parse_models(args.models, override_task(args.overrides)),
         seeds=args.seeds,
         config_dir=args.config_dir or REPO_CONFIGS / dataset_of(corpus),
         out=args.out,

@@ -11,7 +11,7 @@
     e2e sweep modalities --config configs/demo --models fe2e,mesm --seeds 0,1,2 --out DIR
     e2e sweep missing --data-dir DATA_DIR --models all --rates 0.0:0.9:0.1 --out DIR [--config-dir configs/demo]
     e2e benchmark --data-dir DATA_DIR --models all --seeds 0,1,2 --out DIR [--config-dir configs/demo]
-    e2e report RUN_DIR... [--out DIR] | e2e table RUN_DIR... | e2e models
+    e2e report RUN_DIR... [--out DIR] | e2e table RUN_DIR... | e2e models [--fidelity NAME]
 
 Each command group lives in its own module of :mod:`e2e.cli` and registers its sub-commands here.
 """

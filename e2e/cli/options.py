@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from e2e.config import REPO_CONFIGS, UsageError, resolve_config_path
+from e2e.config import REPO_CONFIGS, DataConfig, UsageError, parse_override, resolve_config_path
 
 
 def add_config(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:
@@ -15,6 +15,13 @@ def add_config(parser: argparse.ArgumentParser, required: bool = True, help: str
         required=required,
         help=f"{help} (relative paths also resolve from the project's {REPO_CONFIGS.parent.name}/ folder)",
     )
+
+
+def override_task(overrides: list[str]) -> str:
+    """The ``data.task`` the last ``--set data.task=...`` names, else the default (what ``--models all``
+    is filtered by)."""
+    tasks = [parse_override(override)[0].get("data", {}).get("task") for override in overrides]
+    return str(next((task for task in reversed(tasks) if task is not None), DataConfig.task))
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ def register(commands) -> None:
         help="audio file on the video's timeline (default: the video's own audio track; for a "
         "clip DATA/video/<id>.mp4 of a reorganized folder without one, DATA/audio/<id>.wav)",
     )
-    add_device(predict)
+    add_device(predict, "model and MTCNN device")
     predict.set_defaults(handler=run_predict)
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from e2e.cli.benchmark import add_benchmark_arguments, benchmark_request
-from e2e.cli.options import add_config, add_jobs, add_out, add_overrides, add_seeds
+from e2e.cli.options import add_config, add_jobs, add_out, add_overrides, add_seeds, override_task
 
 
 def register(commands) -> None:
@@ -75,7 +75,7 @@ def run_modalities(args: argparse.Namespace) -> int:
 
     csv = sweep_modalities(
         Path(args.config),
-        models=parse_models(args.models),
+        models=parse_models(args.models, override_task(args.overrides)),
         seeds=args.seeds,
         out=args.out,
         overrides=args.overrides,

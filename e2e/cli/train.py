@@ -40,9 +40,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from e2e.training.distributed import resolve_device
     from e2e.training.inference import evaluate_checkpoint
+    from e2e.training.trainer import json_safe
 
     metrics = evaluate_checkpoint(
         args.ckpt, split=args.split, data_dir=args.data_dir, device=str(resolve_device(args.device))
     )
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(json_safe(metrics), indent=2))  # an undefined metric (nan) is null
     return 0

@@ -24,7 +24,7 @@ FEATURE_FIELDS = {"t": "text_features", "a": "audio_features", "v": "visual_feat
 @dataclass
 class Batch:
     ids: list[str]
-    labels: torch.Tensor  # (B, C) float, one-hot (IEMOCAP) or multi-hot (MOSEI)
+    labels: torch.Tensor  # (B, C) float: one-hot (IEMOCAP) or multi-hot (MOSEI) classes, or regression targets
     # raw inputs (models registered with inputs="raw")
     text_input_ids: torch.Tensor | None = None  # (B, L) long
     text_attention_mask: torch.Tensor | None = None  # (B, L) long
@@ -61,6 +61,6 @@ class Batch:
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # (B, C) fused logits; the trainer applies BCEWithLogits
+    logits: torch.Tensor  # (B, C) fused logits (BCEWithLogits), or the predictions of a regression task (L1)
     aux_loss: torch.Tensor | None = None  # extra model-specific loss added to the task loss
     extras: dict[str, object] = field(default_factory=dict)  # per-modality logits, sparse masks, ...

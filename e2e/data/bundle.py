@@ -23,11 +23,15 @@ class DataBundle:
     test: Dataset
     class_names: Sequence[str]
     collate_fn: Callable[[list], Batch]
-    train_positives: Sequence[float] | torch.Tensor  # (C,) positive labels per class in train
+    # (C,) positive labels per class in train; None for a regression task (sentiment, vad)
+    train_positives: Sequence[float] | torch.Tensor | None
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
 
-    def pos_weight(self) -> torch.Tensor:
-        """neg/pos per class on train; a class without positives counts as having one."""
+    def pos_weight(self) -> torch.Tensor | None:
+        """neg/pos per class on train (a class without positives counts as having one); None for a
+        regression task."""
+        if self.train_positives is None:
+            return None
         positives = torch.as_tensor(self.train_positives, dtype=torch.float32)
         return (len(self.train) - positives) / positives.clamp(min=1)
 

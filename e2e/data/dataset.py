@@ -5,6 +5,10 @@ Every item is checked when the dataset is built, so a bad utterance is skipped, 
 
 * ``empty_text``: the transcript is empty or whitespace;
 * ``bad_label``: an IEMOCAP label outside the six classes, or a MOSEI label that is not six 0/1 values;
+  for ``data.task=sentiment`` a ``sentiment`` that is not a finite number in [-3, 3], for ``vad`` a
+  ``vad`` that is not ``{"valence", "activation", "dominance"}`` finite numbers in [1, 5];
+* ``no_label``: (regression tasks) the row's ``sentiment`` / ``vad`` is null or absent (data-reorg
+  writes ``"vad": null`` for an EmoEvaluation triple it could not use);
 * ``missing_cache`` / ``bad_cache``: no cache file (preprocess not run, or the item is in its
   ``problems.jsonl``) or one that cannot be read;
 * ``stale_cache``: the cache was built from other clip files than the manifest's (sha256 differs): rerun
@@ -18,6 +22,7 @@ Every item is checked when the dataset is built, so a bad utterance is skipped, 
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, load_manifest
+from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, VAD_DIMENSIONS, load_manifest
 from e2e.config import ExperimentConfig, UsageError
 from e2e.data.batch import Batch
 from e2e.data.mel import N_FFT, mel_chunks
@@ -37,6 +42,36 @@ FACE_STD = torch.tensor([37.0, 33.0, 32.0])
 SILENCE_RMS = 1e-4
 AUDIO_FEATURES = ("log_mel", "power")
 CLASSES = {"iemocap": IEMOCAP_CLASSES, "mosei": MOSEI_EMOTIONS}
+
+
+@dataclass(frozen=True)
+class RegressionTarget:
+    """Where a regression task's targets are in a manifest row, their names (the outputs) and range."""
+
+    field: str
+    names: tuple[str, ...]
+    low: float
+    high: float
+
+    def values(self, raw) -> list | None:
+        """The targets in a row's ``field`` value ``raw`` in ``names`` order (unchecked), or None when it
+        does not have exactly them (a scalar for one target, a dict keyed by the names for several)."""
+        if self.names == (self.field,):
+            return [raw]
+        if isinstance(raw, dict) and set(raw) == set(self.names):
+            return [raw[name] for name in self.names]
+        return None
+
+    def expected(self) -> str:
+        kind = "a number" if self.names == (self.field,) else f"{{{', '.join(self.names)}}} numbers"
+        return f"{kind} in [{self.low:g}, {self.high:g}]"
+
+
+# data.task -> its targets (the emotion task reads ``label`` against CLASSES)
+REGRESSION_TARGETS = {
+    "sentiment": RegressionTarget("sentiment", ("sentiment",), -3.0, 3.0),  # MOSEI, one float per row
+    "vad": RegressionTarget("vad", VAD_DIMENSIONS, 1.0, 5.0),  # IEMOCAP, {"valence": v, ...} or null
+}
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +98,22 @@ class EmotionDataset(Dataset):
             )
         self.data_dir, self.split = Path(data_dir), split
         self.dataset, self.max_frames, self.max_chunks = data.dataset, data.max_frames, data.max_chunks
+        self.target = REGRESSION_TARGETS.get(data.task)  # None: the emotion classes
         self.log_mel = data.audio_features == "log_mel"
         self.tokenizer, self.text_max_length = tokenizer, config.model.text_max_length
         self.items: list[_Item] = []
         self.skipped: dict[str, list[str]] = {}
         self.img_interval_ms = data.img_interval_ms
         rows = load_manifest(self.data_dir, split)
+        self._check_target_field(rows)
         for row in rows:
             self._admit(row)
         self._report(len(rows))
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return CLASSES[self.dataset]
+        """The emotion classes, or the regression targets' names (``("sentiment",)``, the VAD dimensions)."""
+        return CLASSES[self.dataset] if self.target is None else self.target.names
 
     @property
     def labels(self) -> torch.Tensor:
@@ -97,13 +135,22 @@ class EmotionDataset(Dataset):
     def collator(self) -> Collator:
         return Collator(self.tokenizer, self.text_max_length)
 
+    def _check_target_field(self, rows: list[dict]) -> None:
+        """A UsageError when the regression task's field is in none of ``rows``: a manifest written before
+        data-reorg recorded it."""
+        if self.target is None or not rows or any(self.target.field in row for row in rows):
+            return
+        raise UsageError(
+            f"{self.data_dir / 'manifest.jsonl'}: no {self.split} row has the {self.target.field!r} field that "
+            f"data.task={self.target.field} needs (a manifest from before data-reorg recorded it); rerun "
+            f"`data-reorg {self.dataset} <raw corpus> {self.data_dir}` to add it (finished clips are reused)"
+        )
+
     def _admit(self, row: dict) -> None:
-        label = self._label(row["label"])
+        label, problem = self._label(row) if self.target is None else self._regression_label(row)
         if not str(row.get("text") or "").strip():
             problem = ("empty_text", "empty transcript")
-        elif label is None:
-            problem = ("bad_label", f"label {row['label']!r} is not a {self.dataset} label")
-        else:
+        elif problem is None:
             problem = self._check_inputs(row)
         if problem is None:
             self.items.append(_Item(row["id"], row["text"], label, self._input_file(row)))
@@ -120,13 +167,30 @@ class EmotionDataset(Dataset):
         """(reason, message) when ``row``'s face/mel cache is unusable, else None."""
         return check_cache(cache_path(self.data_dir, self.img_interval_ms, row["id"]), source_key(row))
 
-    def _label(self, raw) -> torch.Tensor | None:
-        classes = self.class_names
-        if self.dataset == "iemocap":
-            return torch.eye(len(classes))[classes.index(raw)] if raw in classes else None
-        if isinstance(raw, list) and len(raw) == len(classes) and all(value in (0, 1) for value in raw):
-            return torch.tensor(raw, dtype=torch.float32)
-        return None
+    def _label(self, row: dict) -> tuple[torch.Tensor | None, tuple[str, str] | None]:
+        """(one-hot / multi-hot label, None), or (None, (reason, message)) for a label of no class."""
+        raw, classes = row["label"], self.class_names
+        if self.dataset == "iemocap" and raw in classes:
+            return torch.eye(len(classes))[classes.index(raw)], None
+        if (
+            self.dataset == "mosei"
+            and isinstance(raw, list)
+            and len(raw) == len(classes)
+            and all(value in (0, 1) for value in raw)
+        ):
+            return torch.tensor(raw, dtype=torch.float32), None
+        return None, ("bad_label", f"label {raw!r} is not a {self.dataset} label")
+
+    def _regression_label(self, row: dict) -> tuple[torch.Tensor | None, tuple[str, str] | None]:
+        """(targets, None), or (None, (reason, message)) for a null/absent or unusable value (never coerced)."""
+        target = self.target
+        raw = row.get(target.field)
+        if raw is None:
+            return None, ("no_label", f"{target.field} is null or absent")
+        values = target.values(raw)
+        if values is None or not all(_is_number(value) and target.low <= value <= target.high for value in values):
+            return None, ("bad_label", f"{target.field} {raw!r} is not {target.expected()}")
+        return torch.tensor(values, dtype=torch.float32), None
 
     def _report(self, num_rows: int) -> None:
         counts = ", ".join(f"{reason} {len(ids)}" for reason, ids in sorted(self.skipped.items()))
@@ -138,6 +202,11 @@ class EmotionDataset(Dataset):
             )
         if self.skipped:
             logger.warning("%s: kept %d of %d utterances; skipped %s", self.split, len(self.items), num_rows, counts)
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (a JSON NaN or Infinity is not; nor is a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_cache(path: Path, source: str) -> tuple[str, str] | None:
@@ -206,6 +275,6 @@ def collate(items: list[dict], tokenizer, max_length: int) -> Batch:
     )
 
 
-def label_counts(dataset: EmotionDataset) -> torch.Tensor:
-    """(C,) number of positive labels per class among the kept items."""
-    return dataset.labels.sum(0).long()
+def label_counts(dataset: EmotionDataset) -> torch.Tensor | None:
+    """(C,) number of positive labels per class among the kept items; None for a regression task."""
+    return None if dataset.target is not None else dataset.labels.sum(0).long()

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 FACE_SIZE = 48
 FACE_MARGIN = 2
@@ -72,9 +76,13 @@ def centre_crop(frame: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
 
 
 class FaceCropper:
-    """MTCNN (facenet-pytorch) face crops: the largest face per frame, 48x48, 2 px margin, raw 0-255 pixels."""
+    """MTCNN (facenet-pytorch) face crops: the largest face per frame, 48x48, 2 px margin, raw 0-255 pixels.
 
-    def __init__(self, device: str = "cpu", batch_size: int = 32):
+    ``device``: where MTCNN's three networks run (``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``); the
+    frames go there for detection, boxes come back as numpy and crops are cut on the CPU.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 32):
         from facenet_pytorch import MTCNN
 
         self.mtcnn = MTCNN(

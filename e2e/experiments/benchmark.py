@@ -15,6 +15,11 @@ Outputs: ``report.md`` / ``report.csv`` (mean±std over seeds in the layout of t
 (IEMOCAP per-class Acc/F1) or Table 4 (MOSEI per-class WAcc/F1), with a ``majority`` row: the
 train-majority prediction scored by the same metrics) and ``summary.json`` (per model the mean test
 score and whether it beats the majority baseline).
+
+Regression tasks (``--set data.task=sentiment`` on MOSEI, ``vad`` on IEMOCAP) keep the layout: the
+``majority`` row is then the constant predictor of the train mean, and a model beats it when its mean
+test MAE is lower. ConKI's knowledge run trains the emotion task on the other corpus whatever the
+target's task (only its adapters are copied, and emotion is the task both corpora have).
 """
 
 from __future__ import annotations
@@ -26,21 +31,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from data_reorg.io import write_text_atomic
 from data_reorg.manifest import load_manifest
-from e2e.config import ExperimentConfig, UsageError
+from e2e.config import REGRESSION_TASKS, ExperimentConfig, UsageError
 from e2e.data.bundle import build_datasets
 from e2e.experiments.jobs import Job, make_job, run_jobs
-from e2e.models import available_models, load_config, model_inputs, model_spec, shipped_models, with_changes
+from e2e.models import (
+    available_models,
+    load_config,
+    model_inputs,
+    model_spec,
+    models_for_task,
+    shipped_models,
+    with_changes,
+)
 from e2e.reporting.report import write_report
 from e2e.reporting.tables import mean_std
-from e2e.training.metrics import compute_metrics, is_single_label, main_metrics
+from e2e.training.metrics import Scoring, is_single_label, main_metrics
 
-# the score a model must beat the majority baseline on: IEMOCAP 6-way accuracy (the per-class binary
-# Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a constant prediction)
-BASELINE_METRIC = {"iemocap": "multiclass_acc", "mosei": "wacc"}
+# the score a model must beat the majority baseline on (with F1 for emotion): IEMOCAP 6-way accuracy
+# (the per-class binary Acc of "always negative" is high), MOSEI per-class weighted accuracy (0.5 for a
+# constant prediction); a regression task's MAE (lower is better) against the train-mean constant
+BASELINE_METRIC = {
+    ("emotion", "iemocap"): "multiclass_acc",
+    ("emotion", "mosei"): "wacc",
+    ("sentiment", "mosei"): "mae",
+    ("vad", "iemocap"): "mae",
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +88,15 @@ class BenchmarkPlan:
         return [*self.pretrain, *(job for _, _, job in self.runs)]
 
 
-def parse_models(text: str) -> list[str]:
-    """``"all"`` (every model the package ships) or a comma list of registered models, order kept,
-    repeats dropped."""
-    names = shipped_models() if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+def parse_models(text: str, task: str = "emotion") -> list[str]:
+    """``"all"`` (every model the package ships that supports ``task``) or a comma list of registered
+    models, order kept, repeats dropped (a listed model that does not support the task is refused when
+    its config is built)."""
+    supported = set(models_for_task(task))
+    if text.strip() == "all":
+        names = [name for name in shipped_models() if name in supported]
+    else:
+        names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [name for name in names if name not in available_models()]
     if not names or unknown:
         raise UsageError(
@@ -160,47 +183,67 @@ def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:
 
 
 def majority_results(config: ExperimentConfig) -> dict:
-    """results.json-shaped test metrics of the train-majority prediction: the most frequent class for
-    every test utterance (single-label) or, per emotion, its more frequent value (multi-label)."""
+    """results.json-shaped test metrics of the constant baseline: the most frequent class for every test
+    utterance (single-label), per emotion its more frequent value (multi-label), or the train mean of
+    the targets (regression), scored as a model's outputs (no pos_weight: nothing was trained)."""
     data = build_datasets(config, model_inputs(config.model.name))
-    dataset, positives = config.data.dataset, torch.as_tensor(data.train_positives, dtype=torch.float32)
-    if is_single_label(dataset):
-        constant = torch.nn.functional.one_hot(positives.argmax(), len(positives)).float()
-    else:
-        constant = (positives > len(data.train) / 2).float()
+    task, dataset = config.data.task, config.data.dataset
+    constant, thresholds = _constant_output(data.train.labels.numpy(), task, dataset)
     labels = data.test.labels.numpy()
-    probs = np.tile(constant.numpy(), (len(labels), 1))
-    test = compute_metrics(probs, labels, [0.5] * len(positives), data.class_names, is_single_label(dataset))
+    outputs = np.tile(constant, (len(labels), 1))
+    test = Scoring(task, dataset, tuple(data.class_names)).metrics(outputs, labels, thresholds)
     return {
         "run": "majority",
         "model": "majority",
         "dataset": dataset,
-        "main_metrics": list(main_metrics(dataset)),
+        "task": task,
+        "main_metrics": list(main_metrics(dataset, task)),
         "class_names": list(data.class_names),
         "test": test,
         "config": {"model": {"modalities": "-"}},
     }
 
 
+def _constant_output(train_labels: np.ndarray, task: str, dataset: str) -> tuple[np.ndarray, list[float] | None]:
+    """(the constant baseline's output row, its thresholds): emotion logits +1 / -1 (sigmoid 0.73 /
+    0.27, decided at 0.5) for the train-majority decision per class; a regression task's train mean."""
+    if task in REGRESSION_TASKS:
+        return train_labels.mean(0), None
+    positives = train_labels.sum(0)
+    if is_single_label(dataset):
+        chosen = np.arange(len(positives)) == positives.argmax()
+    else:
+        chosen = positives > len(train_labels) / 2
+    return np.where(chosen, 1.0, -1.0), [0.5] * len(positives)
+
+
 def summarize(results: list[dict], majority: dict) -> dict:
-    """Per model: mean±std of the dataset's baseline metric and F1 over seeds, and whether the mean
-    beats the majority baseline on both."""
-    dataset = majority["dataset"]
-    metric = BASELINE_METRIC[dataset]
+    """Per model: mean±std over seeds of the task's baseline metric (and F1 for emotion), and whether the
+    mean beats the majority baseline: a higher score and F1 for emotion, a lower MAE for regression."""
+    dataset, task = majority["dataset"], majority.get("task", "emotion")
+    metric = BASELINE_METRIC[task, dataset]
+    keys = (metric,) if task in REGRESSION_TASKS else (metric, "f1")
     models: dict[str, dict] = {}
     for result in results:
         models.setdefault(result["model"], {"runs": []})["runs"].append(result["run"])
     for name, entry in models.items():
         runs = [result for result in results if result["model"] == name]
-        for key in (metric, "f1"):
+        for key in keys:
             entry[key], entry[f"{key}_std"] = mean_std([run["test"][key] for run in runs])
-        entry["beats_majority"] = entry[metric] > majority["test"][metric] and entry["f1"] > majority["test"]["f1"]
+        entry["beats_majority"] = _beats(entry, majority["test"], keys, lower_is_better=task in REGRESSION_TASKS)
     return {
         "dataset": dataset,
+        "task": task,
         "metric": metric,
-        "majority": {metric: majority["test"][metric], "f1": majority["test"]["f1"]},
+        "majority": {key: majority["test"][key] for key in keys},
         "models": models,
     }
+
+
+def _beats(entry: dict, baseline: dict, keys: Sequence[str], lower_is_better: bool) -> bool:
+    if lower_is_better:
+        return all(entry[key] < baseline[key] for key in keys)
+    return all(entry[key] > baseline[key] for key in keys)
 
 
 def _model_config(
@@ -211,8 +254,9 @@ def _model_config(
     path = config_dir / f"{model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: every benchmarked model needs <model>.yaml in {config_dir}")
+    # the corpus's dataset first, so that a task given in the overrides is checked against it
     return with_changes(
-        load_config(path, overrides),
+        load_config(path, [f"data.dataset={dataset}", *overrides]),
         {"model.name": model, "data.data_dir": str(data_dir), "data.dataset": dataset, "train.seed": seed},
         f"benchmark run {model}-s{seed}",
     )
@@ -226,5 +270,5 @@ def _knowledge_job(
             f"{model} pretrains its adapters on another corpus: pass --knowledge-data "
             f"(e.g. the reorganized MOSEI folder when benchmarking IEMOCAP)"
         )
-    config = _model_config(model, seed, config_dir, knowledge, overrides)
+    config = _model_config(model, seed, config_dir, knowledge, [*overrides, "data.task=emotion"])
     return make_job(out, f"{model}-knowledge-s{seed}", config)

@@ -24,7 +24,10 @@ from data_reorg.workers import worker_pool
 from e2e.config import ExperimentConfig, UsageError
 from e2e.models import model_spec
 
-METRIC_COLUMNS = ("acc", "f1", "wacc", "precision", "recall", "auc", "multiclass_acc", "weighted_f1")
+METRIC_COLUMNS = (  # those a task's metrics have, in this order
+    *("acc", "f1", "wacc", "precision", "recall", "auc", "multiclass_acc", "weighted_f1"),  # emotion
+    *("mae", "corr", "ccc", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0"),  # regression
+)
 
 
 @dataclass(frozen=True)

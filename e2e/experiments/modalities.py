@@ -41,7 +41,7 @@ def sweep_modalities(
                 )
                 points.append((model, subset, make_job(out, f"{variant}-{subset}-s{seed}", point)))
     results = run_jobs(_unique_jobs([job for _, _, job in points]), out, jobs)
-    dataset = points[0][2].config.data.dataset
+    data = points[0][2].config.data
     rows = [
         {
             "model": model,
@@ -54,7 +54,7 @@ def sweep_modalities(
         for model, subset, job in points
     ]
     write_csv(out / "modalities.csv", rows)
-    write_text_atomic(out / "modalities.md", modalities_table(rows, main_metrics(dataset)[0]) + "\n")
+    write_text_atomic(out / "modalities.md", modalities_table(rows, main_metrics(data.dataset, data.task)[:2]) + "\n")
     return out / "modalities.csv"
 
 

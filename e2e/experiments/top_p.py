@@ -35,7 +35,7 @@ def sweep_top_p(
     results = run_jobs(job_list, out, jobs)
     rows = [_top_p_row(job, results[job.name]) for job in job_list]
     write_csv(out / "results.csv", rows)
-    plot_top_p(rows, main_metrics(config.data.dataset)[0], out / "top_p.png")
+    plot_top_p(rows, main_metrics(config.data.dataset, config.data.task)[:2], out / "top_p.png")
     return out / "results.csv"
 
 

@@ -7,11 +7,13 @@ import pkgutil
 from e2e.models.registry import (
     available_models,
     build_model,
+    check_task,
     config_from_dict,
     load_config,
     model_inputs,
     model_options,
     model_spec,
+    models_for_task,
     register_model,
     shipped_models,
     split_options,
@@ -20,17 +22,19 @@ from e2e.models.registry import (
 )
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("layers", "registry"):
+    if _module.name not in ("fidelity", "layers", "registry"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "available_models",
     "build_model",
+    "check_task",
     "config_from_dict",
     "load_config",
     "model_inputs",
     "model_options",
     "model_spec",
+    "models_for_task",
     "register_model",
     "shipped_models",
     "split_options",

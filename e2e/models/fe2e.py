@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from e2e.models.layers.end_to_end import EndToEndConfig, EndToEndModel
+from e2e.models.fidelity import FidelityTable
+from e2e.models.layers.end_to_end import MESM_PAPER, EndToEndConfig, EndToEndModel, end_to_end_settings
 from e2e.models.registry import register_model
+
+FIDELITY = FidelityTable("fe2e", MESM_PAPER, end_to_end_settings(batch_size=8))
 
 
 @dataclass
@@ -20,6 +23,6 @@ class FE2E(EndToEndModel):
     """FE2E: dense CNNs, temporal transformers, text CLS head, learned late fusion."""
 
 
-@register_model("fe2e", options=FE2EConfig)
+@register_model("fe2e", options=FE2EConfig, fidelity=FIDELITY, tasks=("emotion", "sentiment", "vad"))
 def build_fe2e(config: FE2EConfig, class_names: list[str]) -> FE2E:
     return FE2E(config, len(class_names))

@@ -10,10 +10,14 @@ the model, together with what the rest of the toolkit must know about it:
 * ``sparse_traces``: its outputs carry per sparse block the kept sites and attention weights
   (``extras["sparse_masks"]`` / ``extras["attention"]``), used by FLOPs counts and attention maps;
 * ``pretrain_prefix``: parameters (name prefix) pretrained on another corpus before fine-tuning
-  (ConKI's knowledge adapters), or ``""``.
+  (ConKI's knowledge adapters), or ``""``;
+* ``tasks``: the ``data.task`` values it can train on (``emotion``, ``sentiment``, ``vad``);
+* ``fidelity``: its :class:`~e2e.models.fidelity.FidelityTable` (the paper's settings, our ``paper`` and
+  ``improved`` presets), or None where none is written yet.
 
-``class_names`` are the dataset's classes in label order (their number sizes the output; EmoEmbs also
-embeds their names). Every model takes a ``Batch`` and returns a :class:`~e2e.data.batch.ModelOutput`.
+``class_names`` are the dataset's classes in label order, or a regression task's targets
+(``("sentiment",)``, ``("valence", "activation", "dominance")``): their number sizes the output;
+EmoEmbs also embeds their names. Every model takes a ``Batch`` and returns a :class:`~e2e.data.batch.ModelOutput`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from torch import nn
 
 from e2e import config as config_module
 from e2e.config import ConfigError, ExperimentConfig, ModelConfig
+from e2e.models.fidelity import FidelityTable
 
 INPUT_KINDS = ("raw", "features")
+TASKS = ("emotion", "sentiment", "vad")
 
 
 @dataclass(frozen=True)
@@ -40,23 +46,33 @@ class ModelSpec:
     inputs: str = "raw"
     sparse_traces: bool = False
     pretrain_prefix: str = ""
+    tasks: tuple[str, ...] = ("emotion",)
+    fidelity: FidelityTable | None = None
 
 
 _SPECS: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, options: type[ModelConfig], inputs: str = "raw", sparse_traces: bool = False, pretrain_prefix: str = ""
+    name: str,
+    options: type[ModelConfig],
+    inputs: str = "raw",
+    sparse_traces: bool = False,
+    pretrain_prefix: str = "",
+    tasks: Sequence[str] = ("emotion",),
+    fidelity: FidelityTable | None = None,
 ):
     if inputs not in INPUT_KINDS:
         raise ValueError(f"model {name!r}: inputs must be one of {', '.join(INPUT_KINDS)}, got {inputs!r}")
+    if not tasks or set(tasks) - set(TASKS):
+        raise ValueError(f"model {name!r}: tasks must be a non-empty subset of {', '.join(TASKS)}, got {tasks!r}")
     if options.name != name:
         raise ValueError(f"model {name!r}: its options class {options.__name__} has name default {options.name!r}")
 
     def decorator(builder):
         if name in _SPECS:
             raise ValueError(f"model {name!r} is registered twice")
-        _SPECS[name] = ModelSpec(name, builder, options, inputs, sparse_traces, pretrain_prefix)
+        _SPECS[name] = ModelSpec(name, builder, options, inputs, sparse_traces, pretrain_prefix, tuple(tasks), fidelity)
         return builder
 
     return decorator
@@ -97,13 +113,30 @@ def build_model(config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """A config file (layered over its ``base:`` files) plus ``--set`` overrides, checked against the
-    chosen model's registered options; see :mod:`e2e.config`."""
-    return config_module.load_config(path, overrides, model_options)
+    chosen model's registered options and tasks; see :mod:`e2e.config`."""
+    return check_task(config_module.load_config(path, overrides, model_options), str(path or "config"))
+
+
+def models_for_task(task: str) -> list[str]:
+    """The registered models that can train on ``data.task`` = ``task``."""
+    return [name for name in available_models() if task in _SPECS[name].tasks]
+
+
+def check_task(config: ExperimentConfig, source: str) -> ExperimentConfig:
+    """``config``, or a ConfigError naming ``source``, the model, its tasks and the models that do
+    support ``data.task``."""
+    spec, task = model_spec(config.model.name), config.data.task
+    if task not in spec.tasks:
+        raise ConfigError(
+            f"{source}: model {spec.name!r} does not support data.task={task!r} (it supports "
+            f"{', '.join(spec.tasks)}); models for {task}: {', '.join(models_for_task(task)) or 'none'}"
+        )
+    return config
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> ExperimentConfig:
     """A config from one mapping (a checkpoint's or ``results.json``'s ``config``), checked the same way."""
-    return config_module.build_config([(values, source)], model_options)
+    return check_task(config_module.build_config([(values, source)], model_options), source)
 
 
 def with_changes(config: ExperimentConfig, changes: dict[str, Any], source: str) -> ExperimentConfig:
@@ -112,7 +145,9 @@ def with_changes(config: ExperimentConfig, changes: dict[str, Any], source: str)
     for dotted, value in changes.items():
         section, _, key = dotted.partition(".")
         layer.setdefault(section, {})[key] = value
-    return config_module.build_config([(config.to_dict(), "config"), (layer, source)], model_options)
+    return check_task(
+        config_module.build_config([(config.to_dict(), "config"), (layer, source)], model_options), source
+    )
 
 
 def split_options(name: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -127,4 +162,4 @@ def switch_model(config: ExperimentConfig, name: str, source: str) -> Experiment
     left behind (MESM's ``top_p`` for its FE2E reference); data and train settings are kept."""
     carried, _ = split_options(name, dataclasses.asdict(config.model))
     values = {**config.to_dict(), "model": {**carried, "name": name}}
-    return config_module.build_config([(values, source)], model_options)
+    return check_task(config_module.build_config([(values, source)], model_options), source)

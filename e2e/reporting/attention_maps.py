@@ -65,13 +65,18 @@ def visualize(ckpt: Path, ids: list[str], out_dir: Path, data_dir: Path | None =
     return {"images": images, "density": summary, "masks": masks}
 
 
-def _title(attention: UtteranceAttention, class_names: list[str], thresholds: list[float]) -> str:
-    scores = "  ".join(
-        f"{name} {prob:.2f}{'*' if prob >= threshold else ''}"
-        for name, prob, threshold in zip(class_names, attention.probs.tolist(), thresholds)
-    )
+def _title(attention: UtteranceAttention, class_names: list[str], thresholds: list[float] | None) -> str:
+    """Id, the per-class probabilities (* = predicted at the stored thresholds) or, for a regression
+    checkpoint (no thresholds), the predictions, and the text."""
+    values = attention.scores.tolist()
+    if thresholds is None:
+        legend, marks = "predictions", [""] * len(values)
+    else:
+        legend = "* = predicted at stored thresholds"
+        marks = ["*" if value >= threshold else "" for value, threshold in zip(values, thresholds)]
+    scores = "  ".join(f"{name} {value:.2f}{mark}" for name, value, mark in zip(class_names, values, marks))
     item = attention.item
-    return f'{item["id"]}  (* = predicted at stored thresholds)\n{scores}\n"{item["text"][:70]}"'
+    return f'{item["id"]}  ({legend})\n{scores}\n"{item["text"][:70]}"'
 
 
 def draw_attention_map(path: Path, title: str, attention: UtteranceAttention) -> None:

@@ -17,7 +17,7 @@ from matplotlib import cycler
 from matplotlib.figure import Figure
 
 from data_reorg.io import atomic_path
-from e2e.reporting.tables import mean_std, metric_label
+from e2e.reporting.tables import RAW_METRICS, mean_std, metric_label, metric_scale
 
 DPI = 100
 CHART_SIZE = (6.5, 4.5)  # inches per chart panel
@@ -49,17 +49,17 @@ def styled_figure(
             figure.savefig(tmp, format="png")
 
 
-def plot_top_p(rows: list[dict], metric: str, path: Path) -> None:
-    """Main metric and F1 (mean ± std over seeds) against p, GFLOPs on a second axis, FE2E as
-    horizontal reference lines."""
+def plot_top_p(rows: list[dict], metrics: tuple[str, str], path: Path) -> None:
+    """The first two main metrics (e.g. Acc and F1; mean ± std over seeds) against p, GFLOPs on a second
+    axis, FE2E as horizontal reference lines."""
     mesm = [row for row in rows if row["model"] == "mesm"]
     fe2e = [row for row in rows if row["model"] == "fe2e"]
     ps = sorted({row["p"] for row in mesm})
     with styled_figure(path, CHART_SIZE) as (figure, axes):
         left = axes[0, 0]
         right = left.twinx()
-        for key, color in ((metric, COLORS["main"]), ("f1", COLORS["f1"])):
-            stats = [mean_std([100 * row[key] for row in mesm if row["p"] == p]) for p in ps]
+        for key, color in zip(metrics, (COLORS["main"], COLORS["f1"])):
+            stats = [mean_std([metric_scale(key) * row[key] for row in mesm if row["p"] == p]) for p in ps]
             left.errorbar(
                 ps,
                 [m for m, _ in stats],
@@ -70,7 +70,7 @@ def plot_top_p(rows: list[dict], metric: str, path: Path) -> None:
                 label=f"MESM {metric_label(key)}",
             )
             left.axhline(
-                mean_std([100 * row[key] for row in fe2e])[0],
+                mean_std([metric_scale(key) * row[key] for row in fe2e])[0],
                 color=color,
                 linestyle="--",
                 label=f"FE2E {metric_label(key)}",
@@ -84,7 +84,7 @@ def plot_top_p(rows: list[dict], metric: str, path: Path) -> None:
             axis.margins(y=0.15)  # keep reference lines at a data extreme off the frame
         right.set_ylim(bottom=0)  # GFLOPs from zero: the saving reads as a proportion
         left.set_xlabel("top-p (fraction of attention mass kept)")
-        left.set_ylabel("test metric (%)")
+        left.set_ylabel(_axis_label("test metric", metrics))
         right.set_ylabel("GFLOPs per utterance (feature extraction)")
         handles = [h for axis in (left, right) for h in axis.get_legend_handles_labels()[0]]
         left.legend(handles, [h.get_label() for h in handles], loc="lower right")
@@ -93,7 +93,8 @@ def plot_top_p(rows: list[dict], metric: str, path: Path) -> None:
 
 
 def plot_missing(rows: list[dict], metric: str, path: Path) -> None:
-    """One panel per mode: ``metric`` (mean ± std over seeds, %) against the missing rate, a line per model."""
+    """One panel per mode: ``metric`` (mean ± std over seeds; % for a fraction) against the missing rate,
+    a line per model."""
     modes = list(dict.fromkeys(row["mode"] for row in rows))
     size = (CHART_SIZE[0] * len(modes), CHART_SIZE[1])
     with styled_figure(path, size, columns=len(modes)) as (figure, axes):
@@ -101,7 +102,10 @@ def plot_missing(rows: list[dict], metric: str, path: Path) -> None:
             for model in dict.fromkeys(row["model"] for row in rows):
                 points = [row for row in rows if row["mode"] == mode and row["model"] == model]
                 rates = sorted({row["rate"] for row in points})
-                stats = [mean_std([100 * row[metric] for row in points if row["rate"] == rate]) for rate in rates]
+                stats = [
+                    mean_std([metric_scale(metric) * row[metric] for row in points if row["rate"] == rate])
+                    for rate in rates
+                ]
                 axis.errorbar(
                     rates, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=2, label=model
                 )
@@ -113,8 +117,13 @@ def plot_missing(rows: list[dict], metric: str, path: Path) -> None:
                     else " (probability a modality is removed)"
                 )
             )
-            axis.set_ylabel(f"test {metric_label(metric)} (%)")
+            axis.set_ylabel(_axis_label(f"test {metric_label(metric)}", (metric,)))
             axis.set_title(f"missing {mode}")
             axis.grid(alpha=0.3)
         axes[0][-1].legend(ncol=2)
         figure.tight_layout()
+
+
+def _axis_label(text: str, metrics: tuple[str, ...]) -> str:
+    """``text`` with " (%)" when every metric on the axis is a fraction."""
+    return text if any(metric in RAW_METRICS for metric in metrics) else f"{text} (%)"

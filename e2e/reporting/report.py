@@ -1,8 +1,9 @@
 """Mean ± std over finished runs (usually seeds), in the layout of the paper's Tables 3 and 4.
 
-Runs are grouped by dataset, model, modalities and (MESM only) top_p; every group becomes one row
-with the dataset's two headline metrics (IEMOCAP Acc/F1, MOSEI WAcc/F1) per class and averaged, in
-percent. ``report.csv`` holds the same numbers in long form (one row per group, class and metric);
+Runs are grouped by dataset, task, model, modalities and (MESM only) top_p; every group becomes one
+row with the task's headline metrics: emotion IEMOCAP Acc/F1, MOSEI WAcc/F1 per class and averaged,
+in percent; vad MAE/CCC per dimension and averaged; sentiment MOSEI's five (Acc/F1 in percent, MAE and
+Corr as they are). ``report.csv`` holds the same numbers in long form (one row per group, class and metric);
 :func:`format_summary` writes a benchmark's verdicts against the majority baseline.
 """
 
@@ -13,14 +14,25 @@ from pathlib import Path
 from data_reorg.io import write_text_atomic
 from data_reorg.tables import markdown_table
 from e2e.config import UsageError
-from e2e.reporting.tables import EXTRA_METRICS, format_mean_std, mean_std, metric_label, write_csv
+from e2e.reporting.tables import (
+    EXTRA_METRICS,
+    RAW_METRICS,
+    corpus_task,
+    format_mean_std,
+    format_value,
+    mean_std,
+    metric_label,
+    task_of,
+    write_csv,
+)
 
 AVERAGE = "avg"
 
 
 def group_key(result: dict) -> tuple:
-    """(dataset, model, modalities, top_p); top_p is None for models without sparse attention."""
-    return (result["dataset"], result["model"], result["config"]["model"]["modalities"], result.get("top_p"))
+    """(dataset, task, model, modalities, top_p); top_p is None for models without sparse attention."""
+    model = result["config"]["model"]
+    return (result["dataset"], task_of(result), result["model"], model["modalities"], result.get("top_p"))
 
 
 def write_report(results: list[dict], out: Path | None = None) -> str:
@@ -33,7 +45,7 @@ def write_report(results: list[dict], out: Path | None = None) -> str:
         if not result.get("test"):
             raise UsageError(f"{result['run']}: results.json holds no test metrics (no finished epoch)")
     groups = _group(results)
-    markdown = "\n\n".join(_dataset_table(dataset, rows) for dataset, rows in _by_dataset(groups).items())
+    markdown = "\n\n".join(_dataset_table(*corpus, rows) for corpus, rows in _by_dataset(groups).items())
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -49,18 +61,23 @@ def _group(results: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _by_dataset(groups: dict[tuple, list[dict]]) -> dict[str, dict[tuple, list[dict]]]:
-    datasets: dict[str, dict[tuple, list[dict]]] = {}
+def _by_dataset(groups: dict[tuple, list[dict]]) -> dict[tuple[str, str], dict[tuple, list[dict]]]:
+    """The groups per (dataset, task): one table each."""
+    datasets: dict[tuple[str, str], dict[tuple, list[dict]]] = {}
     for key, runs in groups.items():
-        datasets.setdefault(key[0], {})[key] = runs
+        datasets.setdefault(key[:2], {})[key] = runs
     return datasets
 
 
 def _metric_cells(runs: list[dict]) -> list[tuple[str, str, list[float]]]:
-    """(class or "avg", metric, values over runs) in table order: classes, average, extras."""
+    """(class or "avg", metric, values over runs) in table order: classes (or VAD dimensions; sentiment
+    has none), average, extras."""
     names, metrics = runs[0]["class_names"], runs[0]["main_metrics"]
+    per_class = "per_class" in runs[0]["test"]
     cells = [
-        (name, metric, [run["test"]["per_class"][name][metric] for run in runs]) for name in names for metric in metrics
+        (name, metric, [run["test"]["per_class"][name][metric] for run in runs])
+        for name in (names if per_class else ())
+        for metric in metrics
     ]
     cells += [(AVERAGE, metric, [run["test"][metric] for run in runs]) for metric in metrics]
     cells += [
@@ -71,10 +88,12 @@ def _metric_cells(runs: list[dict]) -> list[tuple[str, str, list[float]]]:
     return cells
 
 
-def _dataset_table(dataset: str, groups: dict[tuple, list[dict]]) -> str:
+def _dataset_table(dataset: str, task: str, groups: dict[tuple, list[dict]]) -> str:
     first = next(iter(groups.values()))
+    cells = _metric_cells(first)
+    per_class = any(name != AVERAGE for name, _, _ in cells)  # sentiment has one target: no "avg" prefix
     header = ["model", "modalities", "p", "runs"] + [
-        f"{name} {metric_label(metric)}" for name, metric, _ in _metric_cells(first)
+        f"{name} {metric_label(metric)}" if per_class else metric_label(metric) for name, metric, _ in cells
     ]
     rows = [
         [
@@ -82,22 +101,26 @@ def _dataset_table(dataset: str, groups: dict[tuple, list[dict]]) -> str:
             modalities,
             "" if top_p is None else f"{top_p:g}",
             len(runs),
-            *(format_mean_std(values) for _, _, values in _metric_cells(runs)),
+            *(format_mean_std(values, metric) for _, metric, values in _metric_cells(runs)),
         ]
-        for (_, model, modalities, top_p), runs in groups.items()
+        for (_, _, model, modalities, top_p), runs in groups.items()
     ]
-    return f"{dataset} test (%, mean±std over runs)\n\n{markdown_table(header, rows)}"
+    metrics = next(iter(groups.values()))[0]["main_metrics"]
+    raw = [metric_label(m) for m in metrics if m in RAW_METRICS]
+    units = "%" if not raw else f"% except {', '.join(raw)}" if len(raw) < len(metrics) else "as they are"
+    return f"{corpus_task(dataset, task)} test ({units}, mean±std over runs)\n\n{markdown_table(header, rows)}"
 
 
 def _csv_rows(groups: dict[tuple, list[dict]]) -> list[dict]:
     """One row per group, class and metric (``report.csv``): means and stds as fractions."""
     rows = []
-    for (dataset, model, modalities, top_p), runs in groups.items():
+    for (dataset, task, model, modalities, top_p), runs in groups.items():
         for name, metric, values in _metric_cells(runs):
             mean, std = mean_std(values)
             rows.append(
                 {
                     "dataset": dataset,
+                    "task": task,
                     "model": model,
                     "modalities": modalities,
                     "top_p": "" if top_p is None else top_p,
@@ -112,11 +135,16 @@ def _csv_rows(groups: dict[tuple, list[dict]]) -> list[dict]:
 
 
 def format_summary(summary: dict) -> str:
-    """One line per model of a benchmark's ``summary.json``: its mean test score against the majority baseline."""
-    metric, majority = summary["metric"], summary["majority"]
-    baseline = f"the majority baseline ({100 * majority[metric]:.1f}, {metric_label('f1')} {100 * majority['f1']:.1f})"
+    """One line per model of a benchmark's ``summary.json``: its mean test scores against the majority
+    baseline (the train-mean constant for a regression task)."""
+    majority = summary["majority"]
+    baseline = "the train-mean baseline" if task_of(summary) != "emotion" else "the majority baseline"
     return "\n".join(
-        f"{name}: test {metric_label(metric)} {100 * entry[metric]:.1f}, {metric_label('f1')} {100 * entry['f1']:.1f}"
-        f" -> {'beats' if entry['beats_majority'] else 'does NOT beat'} {baseline}"
+        f"{name}: test {_scores(entry, majority)} -> {'beats' if entry['beats_majority'] else 'does NOT beat'}"
+        f" {baseline} ({_scores(majority, majority)})"
         for name, entry in summary["models"].items()
     )
+
+
+def _scores(entry: dict, keys: dict) -> str:
+    return ", ".join(f"{metric_label(key)} {format_value(key, entry[key])}" for key in keys)

@@ -18,8 +18,24 @@ from data_reorg.io import atomic_path
 from data_reorg.tables import markdown_table
 from e2e.config import UsageError
 
-METRIC_LABELS = {"acc": "Acc", "wacc": "WAcc", "f1": "F1", "multiclass_acc": "6-way Acc", "weighted_f1": "weighted F1"}
+METRIC_LABELS = {
+    "acc": "Acc",
+    "wacc": "WAcc",
+    "f1": "F1",
+    "multiclass_acc": "6-way Acc",
+    "weighted_f1": "weighted F1",
+    "mae": "MAE",
+    "corr": "Corr",
+    "ccc": "CCC",
+    "acc7": "Acc-7",
+    "acc5": "Acc-5",
+    "acc2_has0": "Acc-2 (has-0)",
+    "f1_has0": "F1 (has-0)",
+    "acc2_non0": "Acc-2 (non-0)",
+    "f1_non0": "F1 (non-0)",
+}
 EXTRA_METRICS = ("multiclass_acc", "weighted_f1")  # IEMOCAP's 6-way argmax metrics, after the main two
+RAW_METRICS = ("mae", "corr", "ccc")  # shown as they are (3 decimals); every other metric is a fraction, in %
 
 
 def metric_label(metric: str) -> str:
@@ -27,16 +43,33 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1); the std of a single run is 0."""
-    array = np.asarray(values, dtype=float)
+def metric_scale(metric: str) -> float:
+    """What tables and plots multiply ``metric`` by: 100 for fractions (percent), 1 for MAE, Corr, CCC."""
+    return 1.0 if metric in RAW_METRICS else 100.0
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """One value: a fraction in percent with one decimal, MAE/Corr/CCC with three; ``-`` for an undefined
+    one (nan in memory, null in results.json)."""
+    if value is None or np.isnan(value):
+        return "-"
+    return f"{value:.3f}" if metric in RAW_METRICS else f"{100 * value:.1f}"
+
+
+def mean_std(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); the std of a single run is 0. An undefined value
+    (None: null in results.json) makes both nan rather than being left out."""
+    array = np.asarray([np.nan if value is None else value for value in values], dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def format_mean_std(values: list[float]) -> str:
-    """Fractions as ``"mean±std"`` in percent, one decimal."""
+def format_mean_std(values: list[float | None], metric: str) -> str:
+    """``"mean±std"``: fractions in percent with one decimal, MAE/Corr/CCC with three."""
     mean, std = mean_std(values)
-    return f"{100 * mean:.1f}±{100 * std:.1f}"
+    if np.isnan(mean):
+        return "-"
+    digits, scale = (3, 1.0) if metric in RAW_METRICS else (1, 100.0)
+    return f"{scale * mean:.{digits}f}±{scale * std:.{digits}f}"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -85,13 +118,37 @@ def _load_run(path: Path, split: str) -> dict | str:
     return dict(result, run=str(path))
 
 
+def task_of(result: dict) -> str:
+    """A results.json's ``task``; one written before tasks existed is an emotion run."""
+    return result.get("task", "emotion")
+
+
+def corpus_task(dataset: str, task: str) -> str:
+    """How a table title names a dataset's task: the dataset alone for emotion (the original tables)."""
+    return dataset if task == "emotion" else f"{dataset} {task}"
+
+
 def results_table(results: list[dict], split: str = "test") -> str:
-    """One table per dataset (and class list): per-class and average main metrics (IEMOCAP Acc/F1,
-    MOSEI WAcc/F1) as ``a/b`` in percent, one row per run."""
+    """One table per dataset, task (and class list), one row per run: emotion per-class and average
+    main metrics (IEMOCAP Acc/F1, MOSEI WAcc/F1) as ``a/b`` in percent; vad per dimension and mean
+    MAE/CCC; sentiment one column per main metric."""
     groups: dict[tuple, list[dict]] = {}
     for result in results:
-        groups.setdefault((result["dataset"], tuple(result["class_names"])), []).append(result)
-    return "\n\n".join(_dataset_table(dataset, runs, split) for (dataset, _), runs in groups.items())
+        groups.setdefault((result["dataset"], task_of(result), tuple(result["class_names"])), []).append(result)
+    return "\n\n".join(
+        (_sentiment_table if task == "sentiment" else _dataset_table)(dataset, runs, split)
+        for (dataset, task, _), runs in groups.items()
+    )
+
+
+def _sentiment_table(dataset: str, results: list[dict], split: str) -> str:
+    metrics = results[0]["main_metrics"]
+    header = ["run", "model", *map(metric_label, metrics)]
+    rows = [
+        [Path(result["run"]).name, _model_label(result), *(format_value(m, result[split][m]) for m in metrics)]
+        for result in results
+    ]
+    return f"{dataset} sentiment {split} (Acc/F1 in %)\n\n{markdown_table(header, rows)}"
 
 
 def _dataset_table(dataset: str, results: list[dict], split: str) -> str:
@@ -111,7 +168,8 @@ def _dataset_table(dataset: str, results: list[dict], split: str) -> str:
                 *(f"{100 * metrics[metric]:.1f}" for metric in extras),
             ]
         )
-    title = f"{dataset} {split} {metric_label(first)}/{metric_label(second)} (%)"
+    percent = "" if first in RAW_METRICS else " (%)"
+    title = f"{corpus_task(dataset, task_of(results[0]))} {split} {metric_label(first)}/{metric_label(second)}{percent}"
     return f"{title}\n\n{markdown_table(header, rows)}"
 
 
@@ -124,12 +182,13 @@ def _model_label(result: dict) -> str:
 
 
 def _pair(metrics: dict, first: str, second: str) -> str:
-    return f"{100 * metrics[first]:.1f}/{100 * metrics[second]:.1f}"
+    return f"{format_value(first, metrics[first])}/{format_value(second, metrics[second])}"
 
 
-def modalities_table(rows: list[dict], metric: str) -> str:
-    """Markdown: per model, seven rows (T … TAV) with main metric and F1 as mean±std over seeds."""
-    header = ["model", "modalities", "variant", "seeds", f"{metric_label(metric)} (%)", f"{metric_label('f1')} (%)"]
+def modalities_table(rows: list[dict], metrics: tuple[str, str]) -> str:
+    """Markdown: per model, seven rows (T … TAV) with the first two main metrics (e.g. Acc and F1) as
+    mean±std over seeds."""
+    header = ["model", "modalities", "variant", "seeds", *(_column(metric) for metric in metrics)]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["modalities"], row["variant"]), []).append(row)
@@ -141,17 +200,20 @@ def modalities_table(rows: list[dict], metric: str) -> str:
                 subset,
                 variant,
                 len(group),
-                format_mean_std([row[metric] for row in group]),
-                format_mean_std([row["f1"] for row in group]),
+                *(format_mean_std([row[metric] for row in group], metric) for metric in metrics),
             ]
             for (model, subset, variant), group in groups.items()
         ],
     )
 
 
+def _column(metric: str) -> str:
+    return metric_label(metric) + ("" if metric in RAW_METRICS else " (%)")
+
+
 def format_flops_table(report: dict) -> str:
     """Markdown: a summary line, then one row per layer (a :func:`e2e.analysis.flops.measure_flops` report)."""
-    top_p = "" if report["top_p"] is None else f", p = {report['top_p']}"
+    top_p = "" if report["top_p"] is None else f", p = {report['top_p']} ({report['attention_mode']} attention)"
     total, dense = report["per_utterance_gflops"], report["fe2e_per_utterance_gflops"]
     summary = (
         f"**{report['model']}**{top_p}, cnn_width {report['cnn_width']}, {report['utterances']} utterances: "
@@ -159,6 +221,12 @@ def format_flops_table(report: dict) -> str:
         f"(ratio {report['ratio']:.3f}; attention +{report['attention_gflops']:.3f} GFLOPs, "
         f"ratio with attention {report['ratio_with_attention']:.3f})"
     )
+    if report.get("kept_fraction"):
+        kept = "; ".join(
+            f"{modality} " + " / ".join(f"{value:.3f}" for value in fractions)
+            for modality, fractions in report["kept_fraction"].items()
+        )
+        summary += f"\n\nKept share of each sparse block's candidate sites (blocks 1 / 2 / 3): {kept}"
     header = ["modality", "layer", "kind", "GFLOPs/utterance", "active fraction"]
     rows = [
         [

@@ -49,7 +49,9 @@ def local_rank() -> int:
 
 def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:
     """The one device resolver of every command: ``auto`` → ``cuda:<gpu_index>`` (the local rank under
-    torchrun) when CUDA is available, else CPU; anything else as given.
+    torchrun) when CUDA is available, else CPU; a bare ``cuda`` → ``cuda:<gpu_index>`` too (so that
+    every torchrun process gets its own GPU, and DDP and ``torch.cuda.set_device`` an index);
+    anything else as given.
 
     A spec that is no device, or a CUDA device this machine does not have, is a :class:`ConfigError`
     whose one line says what to use instead.
@@ -61,6 +63,8 @@ def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:
     except (RuntimeError, TypeError):
         raise ConfigError(f"device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", gpu_index)
         _check_cuda(spec, device)
     return device
 
@@ -85,7 +89,9 @@ def init_distributed(device: torch.device) -> DistContext:
     if owns_group:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl", device_id=device)  # bound to this rank's GPU
+        else:
+            dist.init_process_group("gloo")
     return DistContext(
         int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]), owns_group
     )
@@ -109,6 +115,13 @@ def wrap_model(model: nn.Module, context: DistContext, device: torch.device) -> 
     """
     if not context.enabled:
         return model
+    return ddp_model(model, device)
+
+
+def ddp_model(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model`` (already on ``device``) in DDP, in the current process group: one GPU per process."""
+    if device.type == "cuda" and device.index is None:
+        raise ValueError("DDP on CUDA needs an indexed device (cuda:N); see resolve_device")
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 

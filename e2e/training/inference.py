@@ -1,7 +1,9 @@
-"""The inference loop: probabilities of a model over a dataset, and a checkpoint's metrics on a split."""
+"""The inference loop: a model's outputs (logits, or a regression task's predictions) over a dataset,
+and a checkpoint's metrics on a split."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +15,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from e2e.config import ExperimentConfig, UsageError
-from e2e.data.batch import Batch
+from e2e.data.batch import Batch, ModelOutput
 from e2e.data.bundle import SPLITS, DataBundle, build_datasets
 from e2e.models import model_inputs
 from e2e.training import distributed
 from e2e.training.checkpoint import check_class_names, load_checkpoint, model_from_checkpoint
 from e2e.training.distributed import DistContext
-from e2e.training.metrics import compute_metrics, is_single_label
+from e2e.training.metrics import Scoring
 
 SINGLE_PROCESS = DistContext()  # no DDP: this process sees the whole dataset
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(
@@ -31,7 +35,8 @@ def evaluate_checkpoint(
     datasets: DataBundle | None = None,
     device: str | None = None,
 ) -> dict:
-    """Metrics of a checkpoint on ``split`` at the thresholds stored in it (never re-tuned).
+    """Metrics of a checkpoint on ``split`` at the thresholds stored in it (never re-tuned), with the
+    ``pos_weight`` stored in it for the emotion argmax (see :mod:`e2e.training.metrics`).
 
     The model and data settings come from the checkpoint's config; ``data_dir`` and ``device``
     (default: the stored ``train.device``) override it, ``datasets`` replaces the data entirely.
@@ -62,16 +67,32 @@ def checkpoint_evaluator(
     data = build_datasets(config, model_inputs(config.model.name)) if datasets is None else datasets
     check_class_names(checkpoint["class_names"], data.class_names, ckpt_path)
     model = model.to(target)
+    scoring = Scoring(
+        config.data.task, config.data.dataset, tuple(data.class_names), _stored_pos_weight(checkpoint, data, ckpt_path)
+    )
 
     def evaluate(split: str = "test", transform: Callable[[Batch], Batch] | None = None) -> dict:
         if split not in SPLITS:
             raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        probs, labels = predict(model, getattr(data, split), data.collate_fn, config, target, transform=transform)
-        return compute_metrics(
-            probs, labels, checkpoint["thresholds"], data.class_names, is_single_label(config.data.dataset)
-        )
+        outputs, labels = predict(model, getattr(data, split), data.collate_fn, config, target, transform=transform)
+        return scoring.metrics(outputs, labels, checkpoint["thresholds"])
 
     return evaluate
+
+
+def _stored_pos_weight(checkpoint: dict, data: DataBundle, source: Path | str) -> tuple[float, ...] | None:
+    """The checkpoint's ``pos_weight``; one saved before it was stored was trained with the pos_weight of
+    its data's train split, recomputed here (with a warning, as the data may have changed since)."""
+    if "pos_weight" in checkpoint:
+        stored = checkpoint["pos_weight"]
+        return None if stored is None else tuple(stored)
+    recomputed = data.pos_weight()
+    logger.warning(
+        "%s: stores no pos_weight (saved before it was); using the train split's, %s",
+        source,
+        None if recomputed is None else [round(w, 4) for w in recomputed.tolist()],
+    )
+    return None if recomputed is None else tuple(recomputed.tolist())
 
 
 def predict(
@@ -83,27 +104,32 @@ def predict(
     context: DistContext = SINGLE_PROCESS,
     desc: str = "eval",
     transform: Callable[[Batch], Batch] | None = None,
+    observe: Callable[[Batch, ModelOutput], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(probs, labels), each (N, C), for the whole ``dataset`` in its order.
+    """(outputs, labels), each (N, C), for the whole ``dataset`` in its order: the model's raw outputs
+    (logits for emotion, whose sigmoid saturates; the predictions for a regression task) in float32.
 
-    ``transform`` edits every batch before the model sees it (the missing-input sweep).
+    ``transform`` edits every batch before the model sees it (the missing-input sweep); ``observe`` is
+    called with every batch and the model's output (the kept-site fractions of MESM's sparse blocks).
 
     Under DDP each rank predicts its round-robin shard with the unwrapped model (no collectives per
     batch, so uneven shards cannot hang) and the shards are gathered on every rank.
     """
     model = distributed.unwrap_model(model).eval()
     loader = make_loader(distributed.shard(dataset, context), collate_fn, config, config.train.seed)
-    probs, labels = [], []
+    outputs, labels = [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not show_progress(config, context)):
             if transform is not None:
                 batch = transform(batch)
             with autocast(config, device):
-                logits = model(batch.to(device)).logits
-            probs.append(torch.sigmoid(logits.float()).cpu())
+                output = model(batch.to(device))
+            if observe is not None:
+                observe(batch, output)
+            outputs.append(output.logits.float().cpu())
             labels.append(batch.labels.float())
-    probs, labels = torch.cat(probs).numpy(), torch.cat(labels).numpy()
-    return distributed.gather_shards(probs, context), distributed.gather_shards(labels, context)
+    outputs, labels = torch.cat(outputs).numpy(), torch.cat(labels).numpy()
+    return distributed.gather_shards(outputs, context), distributed.gather_shards(labels, context)
 
 
 def make_loader(

@@ -1,16 +1,41 @@
-"""Per-class binary emotion metrics with thresholds tuned on valid (the MESM protocol).
+"""Metrics of every ``data.task``: per-class binary emotion metrics with thresholds tuned on valid (the
+MESM protocol), and the regression metrics of MOSEI sentiment and IEMOCAP valence/activation/dominance.
 
-Every class is a binary task: a probability ``p`` counts as positive iff ``p >= threshold``. Thresholds
-are chosen per class on the *valid* split and reused unchanged on test; nothing here looks at test
-labels to pick a threshold.
+**Emotion.** The model's outputs are logits ``z`` (one per class) trained with
+``BCEWithLogitsLoss(pos_weight=w)``, ``w_c`` = negatives / positives of class c on train. Every class is
+a binary task: ``sigmoid(z)`` counts as positive iff it is ``>= threshold``; thresholds are chosen per
+class on the *valid* split and reused unchanged on test (nothing here looks at test labels to pick a
+threshold), so they absorb any per-class offset of the logits. The single-label extras (IEMOCAP 6-way
+``multiclass_acc`` and ``weighted_f1``) have no threshold: they take the argmax over classes, and the
+weighted loss biases it. The expected weighted BCE of a class with true probability ``p`` is minimal at
+``z = log w_c + logit(p)``, so rare classes (large ``w_c``) get logits inflated by ``log w_c`` and would win
+the argmax too often. The argmax is therefore taken over ``z_c - log w_c`` (= ``logit(p_c)``, the
+prior the weights added removed); ``pos_weight=None`` means the outputs were not trained with a weighted
+loss (a constant baseline) and takes the plain argmax.
+
+**Sentiment** (MOSEI, one score in [-3, 3]): MMSA's definitions (``metricsTop.py``,
+``__eval_mosei_regression``): ``mae`` = mean |pred - truth| on the unclipped predictions; ``corr`` =
+Pearson; ``acc7`` = mean(round(pred) == round(truth)) with both clipped to [-3, 3], ``acc5`` the same
+on [-2, 2] (numpy rounding: halves to even); ``acc2_has0`` / ``f1_has0`` = accuracy / weighted F1 of
+(pred >= 0) vs (truth >= 0) over all utterances; ``acc2_non0`` / ``f1_non0`` = the same over the
+utterances with truth != 0, with (pred > 0) vs (truth > 0).
+
+**VAD** (IEMOCAP, three dimensions on the annotation scale 1-5, not normalised): per dimension
+``mae`` and the concordance correlation coefficient ``ccc`` = 2 cov(p, t) / (var p + var t +
+(mean p - mean t)^2) (population moments), and their means over the dimensions.
+
+A value that is undefined on the data (Pearson or CCC of a constant, non-0 metrics without non-0
+truths, AUC of a one-valued class) is nan, never a stand-in number; results.json writes it as null.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -20,35 +45,84 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from e2e.config import UsageError
+from e2e.config import REGRESSION_TASKS, TASK_DATASETS, UsageError
 
 THRESHOLD_GRID = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
 
-_MAIN_METRICS = {"iemocap": ("acc", "f1"), "mosei": ("wacc", "f1")}
+_MAIN_METRICS = {
+    ("emotion", "iemocap"): ("acc", "f1"),  # the paper's headline metrics, per-class averages
+    ("emotion", "mosei"): ("wacc", "f1"),
+    ("sentiment", "mosei"): ("acc2_non0", "f1_non0", "mae", "corr", "acc7"),
+    ("vad", "iemocap"): ("mae", "ccc"),
+}
+# early stopping: (valid metric, higher is better)
+_SELECTION = {"emotion": ("f1", True), "sentiment": ("mae", False), "vad": ("ccc", True)}
 _SINGLE_LABEL = {"iemocap": True, "mosei": False}  # IEMOCAP: one-hot; MOSEI: multi-hot
 _BINARY_METRICS = ("acc", "precision", "recall", "f1", "auc", "wacc")
 
 
-def main_metrics(dataset: str) -> tuple[str, str]:
-    """The paper's two headline metrics: IEMOCAP Acc + F1, MOSEI WAcc + F1 (all per-class averages)."""
-    if dataset not in _MAIN_METRICS:
-        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(_MAIN_METRICS))}")
-    return _MAIN_METRICS[dataset]
+def main_metrics(dataset: str, task: str) -> tuple[str, ...]:
+    """The headline metrics of ``task`` on ``dataset``: emotion IEMOCAP Acc + F1, MOSEI WAcc + F1 (all
+    per-class averages); sentiment non-0 Acc-2, F1, MAE, Corr, Acc-7; vad mean MAE and CCC."""
+    if (task, dataset) not in _MAIN_METRICS:
+        known = ", ".join(f"{t} on {d}" for t, d in _MAIN_METRICS)
+        raise UsageError(f"no metrics for data.task={task!r} on data.dataset={dataset!r}; known: {known}")
+    return _MAIN_METRICS[task, dataset]
+
+
+def selection_metric(task: str) -> tuple[str, bool]:
+    """(valid metric, higher is better) that early stopping follows: emotion mean F1, sentiment MAE
+    (lower is better), vad mean CCC."""
+    if task not in _SELECTION:
+        raise UsageError(f"unknown data.task {task!r}; known: {', '.join(TASK_DATASETS)}")
+    return _SELECTION[task]
 
 
 def is_single_label(dataset: str) -> bool:
-    """Whether every utterance has exactly one class (adds argmax metrics to :func:`compute_metrics`)."""
-    main_metrics(dataset)  # same error for an unknown dataset
+    """Whether every utterance has exactly one emotion class (adds argmax metrics to :func:`compute_metrics`)."""
+    if dataset not in _SINGLE_LABEL:
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(_SINGLE_LABEL))}")
     return _SINGLE_LABEL[dataset]
 
 
-def choose_thresholds(probs: np.ndarray, labels: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
-    """Per class, the grid threshold maximising that class's binary F1; ties go to the smallest.
+@dataclass(frozen=True)
+class Scoring:
+    """How a run's outputs are scored: its task and dataset, output names (classes or regression
+    targets) and, for emotion, the loss's ``pos_weight`` (see the module docstring)."""
 
-    Call this on valid probabilities only. Smallest-on-ties makes the choice deterministic; when F1 is 0
+    task: str
+    dataset: str
+    class_names: tuple[str, ...]
+    pos_weight: tuple[float, ...] | None = None
+
+    def thresholds(self, outputs: np.ndarray, labels: np.ndarray) -> list[float] | None:
+        """Valid-tuned per-class thresholds for emotion; None for a regression task (none exist)."""
+        if self.task in REGRESSION_TASKS:
+            return None
+        return [float(t) for t in choose_thresholds(outputs, labels)]
+
+    def metrics(self, outputs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] | None) -> dict:
+        """The task's metrics of ``outputs`` (logits or predictions, (N, C)) against ``labels``."""
+        if self.task == "sentiment":
+            return sentiment_metrics(outputs, labels)
+        if self.task == "vad":
+            return vad_metrics(outputs, labels, self.class_names)
+        if thresholds is None:
+            raise UsageError("emotion metrics need the valid-tuned thresholds, got none")
+        return compute_metrics(
+            outputs, labels, thresholds, self.class_names, is_single_label(self.dataset), pos_weight=self.pos_weight
+        )
+
+
+def choose_thresholds(logits: np.ndarray, labels: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+    """Per class, the grid threshold on ``sigmoid(logits)`` maximising that class's binary F1; ties go to
+    the smallest.
+
+    Call this on valid outputs only. Smallest-on-ties makes the choice deterministic; when F1 is 0
     everywhere (no positives) it yields the grid's first value.
     """
-    probs, labels = _as_arrays(probs, labels)
+    logits, labels = _as_arrays(logits, labels)
+    probs = expit(logits)
     grid = np.asarray(grid, dtype=float)
     chosen = np.empty(probs.shape[1])
     for c in range(probs.shape[1]):
@@ -58,19 +132,28 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, grid: Sequence[floa
 
 
 def compute_metrics(
-    probs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float], class_names: Sequence[str], single_label: bool
+    logits: np.ndarray,
+    labels: np.ndarray,
+    thresholds: Sequence[float],
+    class_names: Sequence[str],
+    single_label: bool,
+    *,
+    pos_weight: Sequence[float] | None,
 ) -> dict:
-    """Per-class binary metrics at the given thresholds, their unweighted means, and extras.
+    """Per-class binary metrics of ``sigmoid(logits)`` at the given thresholds, their unweighted means,
+    and extras.
 
     Returns plain Python floats: ``{"n", "acc", "precision", "recall", "f1", "auc", "wacc",
     "per_class": {name: {"threshold", "acc", ..., "wacc"}}}``; with ``single_label`` (one-hot
-    labels, IEMOCAP) also ``"multiclass_acc"`` and ``"weighted_f1"`` of the argmax prediction.
+    labels, IEMOCAP) also ``"multiclass_acc"`` and ``"weighted_f1"`` of the argmax of
+    ``logits - log(pos_weight)`` (the module docstring says why; None: no shift).
     ``auc`` is nan for a class whose labels are all equal, and its mean skips such classes.
     """
-    probs, labels = _as_arrays(probs, labels)
+    logits, labels = _as_arrays(logits, labels)
     thresholds = np.asarray(thresholds, dtype=float)
-    if len(class_names) != probs.shape[1] or thresholds.shape != (probs.shape[1],):
-        raise UsageError(f"{probs.shape[1]} classes, but {len(class_names)} names and {thresholds.shape} thresholds")
+    if len(class_names) != logits.shape[1] or thresholds.shape != (logits.shape[1],):
+        raise UsageError(f"{logits.shape[1]} classes, but {len(class_names)} names and {thresholds.shape} thresholds")
+    probs = expit(logits)
     per_class = {
         name: {"threshold": float(thresholds[c]), **_binary_metrics(probs[:, c], labels[:, c], thresholds[c])}
         for c, name in enumerate(class_names)
@@ -79,11 +162,83 @@ def compute_metrics(
     for key in _BINARY_METRICS:
         result[key] = _mean([per_class[name][key] for name in class_names])
     if single_label:
-        truth, predicted = labels.argmax(1), probs.argmax(1)
+        truth, predicted = labels.argmax(1), unbiased_argmax(logits, pos_weight)
         result["multiclass_acc"] = float(accuracy_score(truth, predicted))
         result["weighted_f1"] = float(f1_score(truth, predicted, average="weighted", zero_division=0.0))
     result["per_class"] = per_class
     return result
+
+
+def unbiased_argmax(logits: np.ndarray, pos_weight: Sequence[float] | None) -> np.ndarray:
+    """Per row, the class maximising ``logit_c - log(pos_weight_c)``: the weighted loss's prior removed."""
+    if pos_weight is None:
+        return logits.argmax(1)
+    weights = np.asarray(pos_weight, dtype=float)
+    if weights.shape != (logits.shape[1],) or not np.all(weights > 0):
+        raise UsageError(f"pos_weight must hold {logits.shape[1]} positive values, got {list(weights)}")
+    return (logits - np.log(weights)).argmax(1)
+
+
+def sentiment_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:
+    """MOSEI sentiment metrics of (N, 1) predictions against (N, 1) scores (definitions: module docstring)."""
+    predictions, truth = _regression_arrays(predictions, truth, 1)
+    predictions, truth = predictions[:, 0], truth[:, 0]
+    non0 = truth != 0
+    return {
+        "n": int(len(truth)),
+        "mae": float(np.mean(np.abs(predictions - truth))),
+        "corr": pearson(predictions, truth),
+        "acc7": _rounded_accuracy(predictions, truth, 3.0),
+        "acc5": _rounded_accuracy(predictions, truth, 2.0),
+        "acc2_has0": float(accuracy_score(truth >= 0, predictions >= 0)),
+        "f1_has0": _weighted_f1(truth >= 0, predictions >= 0),
+        "n_non0": int(non0.sum()),
+        "acc2_non0": float(accuracy_score(truth[non0] > 0, predictions[non0] > 0)) if non0.any() else float("nan"),
+        "f1_non0": _weighted_f1(truth[non0] > 0, predictions[non0] > 0) if non0.any() else float("nan"),
+    }
+
+
+def vad_metrics(predictions: np.ndarray, truth: np.ndarray, dimensions: Sequence[str]) -> dict:
+    """Per dimension MAE and CCC of (N, D) predictions against (N, D) targets, and their means:
+    ``{"n", "mae", "ccc", "per_class": {dimension: {"mae", "ccc"}}}``."""
+    predictions, truth = _regression_arrays(predictions, truth, len(dimensions))
+    per_dimension = {
+        name: {
+            "mae": float(np.mean(np.abs(predictions[:, d] - truth[:, d]))),
+            "ccc": ccc(predictions[:, d], truth[:, d]),
+        }
+        for d, name in enumerate(dimensions)
+    }
+    return {
+        "n": int(len(truth)),
+        "mae": _mean([per_dimension[name]["mae"] for name in dimensions]),
+        "ccc": _mean([per_dimension[name]["ccc"] for name in dimensions]),
+        "per_class": per_dimension,
+    }
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; nan when either side is constant."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def ccc(predictions: np.ndarray, truth: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (population moments); nan when both sides are the same constant."""
+    mean_p, mean_t = predictions.mean(), truth.mean()
+    covariance = np.mean((predictions - mean_p) * (truth - mean_t))
+    denominator = predictions.var() + truth.var() + (mean_p - mean_t) ** 2
+    return float(2 * covariance / denominator) if denominator > 0 else float("nan")
+
+
+def _rounded_accuracy(predictions: np.ndarray, truth: np.ndarray, bound: float) -> float:
+    clipped_p, clipped_t = np.clip(predictions, -bound, bound), np.clip(truth, -bound, bound)
+    return float(np.mean(np.round(clipped_p) == np.round(clipped_t)))
+
+
+def _weighted_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(f1_score(truth, predicted, average="weighted", zero_division=0.0))
 
 
 def _binary_metrics(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
@@ -107,9 +262,16 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _as_arrays(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=float)
+def _as_arrays(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    logits = np.asarray(logits, dtype=float)
     labels = np.asarray(labels).astype(int)
-    if probs.ndim != 2 or probs.shape != labels.shape:
-        raise UsageError(f"probs {probs.shape} and labels {labels.shape} must both be (N, C)")
-    return probs, labels
+    if logits.ndim != 2 or logits.shape != labels.shape:
+        raise UsageError(f"logits {logits.shape} and labels {labels.shape} must both be (N, C)")
+    return logits, labels
+
+
+def _regression_arrays(predictions: np.ndarray, truth: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    predictions, truth = np.asarray(predictions, dtype=float), np.asarray(truth, dtype=float)
+    if predictions.shape != truth.shape or predictions.ndim != 2 or predictions.shape[1] != width:
+        raise UsageError(f"predictions {predictions.shape} and targets {truth.shape} must both be (N, {width})")
+    return predictions, truth

@@ -9,6 +9,7 @@ folder (``DATA/video/<id>.mp4``), the clip's ``DATA/audio/<id>.wav``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import torch
+from torch import nn
 
 from data_reorg.media import MediaError, VideoInfo, frame_span, probe_video, read_audio
 from e2e.config import ConfigError, ExperimentConfig, UsageError
+from e2e.data.batch import Batch
 from e2e.data.dataset import collate, normalise_faces
 from e2e.data.faces import FaceCropper, read_frames, sample_frame_indices
 from e2e.data.mel import N_FFT, mel_chunks, mel_spectrogram
@@ -27,25 +30,34 @@ from e2e.data.text import load_tokenizer
 from e2e.models import model_inputs, shipped_models
 from e2e.training.checkpoint import load_checkpoint, model_from_checkpoint
 from e2e.training.distributed import resolve_device
+from e2e.training.inference import autocast
 
 _AUDIO_STREAM = re.compile(r"^\s*Stream #\d+:\d+.*: Audio: ", re.MULTILINE)
 
 
 @dataclass
 class Prediction:
+    """``probabilities`` and ``decisions`` (at the stored thresholds) per class for an emotion checkpoint;
+    for a regression checkpoint (``data.task`` sentiment / vad: no thresholds) ``values`` per target."""
+
     class_names: list[str]
-    probabilities: list[float]
-    decisions: list[bool]
+    probabilities: list[float] | None
+    decisions: list[bool] | None
     faces_found: int
     frames: int
     note: str = ""  # how the audio was found, when it was not the obvious source
+    values: list[float] | None = None
 
     def format(self) -> str:
-        lines = [f"{'emotion':<10} {'prob':>6}  decision"]
-        lines += [
-            f"{name:<10} {prob:6.3f}  {'yes' if decided else 'no'}"
-            for name, prob, decided in zip(self.class_names, self.probabilities, self.decisions)
-        ]
+        if self.values is not None:
+            lines = [f"{'target':<10} {'value':>7}"]
+            lines += [f"{name:<10} {value:7.3f}" for name, value in zip(self.class_names, self.values)]
+        else:
+            lines = [f"{'emotion':<10} {'prob':>6}  decision"]
+            lines += [
+                f"{name:<10} {prob:6.3f}  {'yes' if decided else 'no'}"
+                for name, prob, decided in zip(self.class_names, self.probabilities, self.decisions)
+            ]
         lines.append(f"(faces found in {self.faces_found} of {self.frames} sampled frames)")
         if self.note:
             lines.append(f"({self.note})")
@@ -87,18 +99,23 @@ def predict_video(
         "audio": _mel_chunks(samples, config),
     }
     batch = collate([item], load_tokenizer(config.model.text_model), config.model.text_max_length)
-    model = model.to(target)
-    with torch.no_grad():
-        probabilities = torch.sigmoid(model(batch.to(target)).logits)[0].cpu()
+    outputs = run_model(model, batch, target, config)[0]
+    names, faces = list(checkpoint["class_names"]), (int(found.sum()), len(found))
+    if checkpoint["thresholds"] is None:  # a regression task: the outputs are the predictions
+        return Prediction(names, None, None, *faces, note, values=outputs.tolist())
+    probabilities = torch.sigmoid(outputs)
     thresholds = torch.as_tensor(checkpoint["thresholds"], dtype=probabilities.dtype)
-    return Prediction(
-        list(checkpoint["class_names"]),
-        probabilities.tolist(),
-        (probabilities >= thresholds).tolist(),
-        int(found.sum()),
-        len(found),
-        note,
-    )
+    return Prediction(names, probabilities.tolist(), (probabilities >= thresholds).tolist(), *faces, note)
+
+
+def run_model(model: nn.Module, batch: Batch, device: torch.device, config: ExperimentConfig) -> torch.Tensor:
+    """float32 logits (on CPU) of ``model`` on ``batch``, both moved to ``device`` first; autocast as in
+    evaluation (bf16 on CUDA when ``train.bf16``), so predictions match ``e2e eval``'s thresholds."""
+    model = model.to(device).eval()
+    mixed = autocast(config, device) if device.type == "cuda" else contextlib.nullcontext()  # eval's: CUDA only
+    with torch.no_grad(), mixed:
+        logits = model(batch.to(device)).logits
+    return logits.float().cpu()
 
 
 def _check_span(start: float | None, end: float | None) -> None:
@@ -159,7 +176,7 @@ def _face_crops(
     if stop <= first:
         raise MediaError(f"{video}: no frames in [{start}, {end}] (video lasts {info.duration:.2f} s)")
     indices = [first + index for index in sample_frame_indices(stop - first, info.fps, img_interval_ms)]
-    return FaceCropper(device=device).crops(read_frames(video, indices))
+    return FaceCropper(device=device).crops(read_frames(video, indices))  # MTCNN on the prediction's device
 
 
 def _mel_chunks(samples: np.ndarray, config: ExperimentConfig) -> torch.Tensor:

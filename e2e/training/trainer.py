@@ -1,16 +1,24 @@
 """Training and evaluation protocol of the MESM paper.
 
 Each epoch: train → valid (per-class thresholds chosen on valid) → test with those thresholds. The
-run's result is the test metrics of the epoch with the best mean valid F1; training stops early after
+run's result is the test metrics of the epoch with the best valid score; training stops early after
 ``early_stop_patience`` epochs without improvement.
+
+The task (``data.task``) decides the loss and the score (:func:`e2e.training.metrics.selection_metric`):
+``emotion`` trains ``BCEWithLogitsLoss(pos_weight = neg/pos per class on train)`` and selects on mean
+valid F1; the regression tasks train an L1 loss on the raw targets (MulT's and MMSA's choice for
+sentiment; for vad the mean over the three dimensions, on their 1-5 annotation scale, not normalised)
+and select on the lowest valid MAE (``sentiment``) or the highest mean valid CCC (``vad``); they have
+no thresholds (null in checkpoints and results) and no pos_weight.
 
 A run directory holds ``config.yaml``, ``results.json``, ``tb/`` (TensorBoard) and
 ``checkpoints/{best,last}.pt``. Checkpoints hold only tensors and plain Python values, so they load
 with ``torch.load(..., weights_only=True)``:
 
 * ``best.pt`` holds what eval, predict and visualize need: the best epoch's model weights, its
-  thresholds, the config, class names, epoch, early-stopping state and the directory the run was made
-  in (``run_cwd``, against which a relative ``data.data_dir`` is resolved);
+  thresholds, the loss's ``pos_weight`` (the emotion argmax removes its prior, see
+  :mod:`e2e.training.metrics`), the config, class names, epoch, early-stopping state and the directory
+  the run was made in (``run_cwd``, against which a relative ``data.data_dir`` is resolved);
 * ``last.pt`` holds the same for the latest epoch plus everything needed to continue bit-exactly on
   CPU: optimizer, scheduler and RNG states. Shuffling does not depend on saved generator state: each
   epoch's DataLoader generator is seeded with ``seed + epoch``. ``train.keep_last=false`` deletes it
@@ -57,10 +65,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data_reorg.io import remove_temporaries, write_text_atomic
-from e2e.config import ConfigError, ExperimentConfig, UsageError
+from e2e.config import REGRESSION_TASKS, ConfigError, ExperimentConfig, UsageError
 from e2e.data.batch import Batch
 from e2e.data.bundle import DataBundle, build_datasets
 from e2e.models import build_model, model_inputs, model_spec
+from e2e.models.layers.sparse import KeptSites
 from e2e.training import distributed
 from e2e.training.checkpoint import (
     check_class_names,
@@ -74,7 +83,7 @@ from e2e.training.checkpoint import (
 )
 from e2e.training.distributed import DistContext
 from e2e.training.inference import autocast, make_loader, predict, show_progress
-from e2e.training.metrics import choose_thresholds, compute_metrics, is_single_label, main_metrics
+from e2e.training.metrics import Scoring, main_metrics, selection_metric
 from e2e.training.optim import build_optimizer, build_scheduler, freeze_text, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -88,7 +97,7 @@ RESUMABLE_KEYS = (  # config keys a resumed run may change; all of them take eff
     "data.num_workers",
     "data.data_dir",  # the same corpus in another place (its class names are checked)
 )
-_BEST_KEYS = ("epoch", "model", "reloaded", "thresholds", "config", "class_names", "progress", "run_cwd")
+_BEST_KEYS = ("epoch", "model", "reloaded", "thresholds", "pos_weight", "config", "class_names", "progress", "run_cwd")
 
 
 def train(
@@ -199,23 +208,43 @@ class _Progress:
     """Early-stopping state; stored in every checkpoint so a resumed run decides exactly as before."""
 
     epoch: int = 0  # completed epochs
-    best_score: float = -math.inf  # mean valid F1 of the best epoch
+    best_score: float = -math.inf  # the selection metric's valid value in the best epoch
     best_epoch: int = 0
     since_best: int = 0  # epochs without improvement
     stopped_early: bool = False
     best: dict = field(default_factory=dict)  # valid, test, thresholds of the best epoch
 
-    def record(self, epoch: int, valid: dict, test: dict, thresholds: list[float], patience: int) -> bool:
-        """Account for a finished epoch; True when it is the new best."""
+    def record(
+        self,
+        epoch: int,
+        valid: dict,
+        test: dict,
+        thresholds: list[float] | None,
+        patience: int,
+        selection: tuple[str, bool],
+    ) -> bool:
+        """Account for a finished epoch; True when it is the new best by ``selection`` = (valid metric,
+        higher is better)."""
         self.epoch = epoch
-        improved = valid["f1"] > self.best_score
+        score = valid[selection[0]]
+        improved = self._improves(score, selection[1])
         if improved:
-            self.best_score, self.best_epoch, self.since_best = valid["f1"], epoch, 0
+            self.best_score, self.best_epoch, self.since_best = score, epoch, 0
             self.best = {"valid": valid, "test": test, "thresholds": thresholds}
         else:
             self.since_best += 1
         self.apply_patience(patience)
         return improved
+
+    def _improves(self, score: float, higher_is_better: bool) -> bool:
+        """The first epoch always counts; after it a nan score never improves and any score beats a nan best."""
+        if self.best_epoch == 0:
+            return True
+        if math.isnan(score):
+            return False
+        if math.isnan(self.best_score):
+            return True
+        return score > self.best_score if higher_is_better else score < self.best_score
 
     def apply_patience(self, patience: int) -> None:
         """Stop after ``patience`` epochs without improvement; ``patience <= 0``: never stop."""
@@ -231,7 +260,11 @@ class _Trainer:
     ):
         self.config, self.run_dir, self.data, self.device, self.context = config, run_dir, data, device, context
         self.class_names = list(data.class_names)
-        self.single_label = is_single_label(config.data.dataset)
+        pos_weight = data.pos_weight()
+        self.pos_weight = None if pos_weight is None else [float(w) for w in pos_weight]
+        self.scoring = Scoring(
+            config.data.task, config.data.dataset, tuple(self.class_names), _tuple_or_none(self.pos_weight)
+        )
         seed_everything(config.train.seed)
         self.core = build_model(config.model, self.class_names)
         freeze_text(self.core, config.train)
@@ -240,7 +273,7 @@ class _Trainer:
         self.optimizer = build_optimizer(self.core, config.train)
         self.scheduler = build_scheduler(self.optimizer, config.train)
         self.model = distributed.wrap_model(self.core, context, device)
-        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=data.pos_weight().to(device))
+        self.loss_fn = task_loss(config.data.task, pos_weight, device)
         self.progress = _Progress()
         self.checkpoints = run_dir / "checkpoints"
 
@@ -257,9 +290,9 @@ class _Trainer:
         finally:
             if writer is not None:
                 writer.close()
-        results = self._results()
+        results = {**self._results(), **self._task_results()}
         if self.context.is_main:
-            write_text_atomic(self.run_dir / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
+            write_text_atomic(self.run_dir / "results.json", json.dumps(json_safe(results), indent=2) + "\n")
             if not self.config.train.keep_last:
                 (self.checkpoints / "last.pt").unlink(missing_ok=True)
         distributed.barrier(self.context)
@@ -284,13 +317,19 @@ class _Trainer:
 
     def _run_epoch(self, epoch: int, writer) -> None:
         loss = self._train_epoch(epoch)
-        valid_probs, valid_labels = self._predict(self.data.valid, f"epoch {epoch + 1} valid")
-        thresholds = [float(t) for t in choose_thresholds(valid_probs, valid_labels)]
-        valid = self._metrics(valid_probs, valid_labels, thresholds)
-        test = self._metrics(*self._predict(self.data.test, f"epoch {epoch + 1} test"), thresholds)
+        valid_outputs, valid_labels = self._predict(self.data.valid, f"epoch {epoch + 1} valid")
+        thresholds = self.scoring.thresholds(valid_outputs, valid_labels)
+        valid = self._metrics(valid_outputs, valid_labels, thresholds)
+        kept_sites = KeptSites() if model_spec(self.config.model.name).sparse_traces else None
+        observe = kept_sites.observe if kept_sites is not None else None
+        test = self._metrics(*self._predict(self.data.test, f"epoch {epoch + 1} test", observe), thresholds)
+        if kept_sites is not None:  # this rank's share of the test split
+            test["kept_fraction"] = kept_sites.fractions()
         if self.scheduler is not None:
             self.scheduler.step()
-        improved = self.progress.record(epoch + 1, valid, test, thresholds, self.config.train.early_stop_patience)
+        improved = self.progress.record(
+            epoch + 1, valid, test, thresholds, self.config.train.early_stop_patience, self._selection
+        )
         if self.context.is_main:
             self._save(self._checkpoint(thresholds), improved)
             self._log(writer, epoch + 1, loss, valid, test)
@@ -326,16 +365,37 @@ class _Trainer:
     def _step(self, batch: Batch) -> float:
         return train_step(self.model, self.optimizer, self.loss_fn, batch, self.config, self.device)
 
-    def _predict(self, dataset: Dataset, desc: str) -> tuple[np.ndarray, np.ndarray]:
-        return predict(self.model, dataset, self.data.collate_fn, self.config, self.device, self.context, desc)
+    def _predict(self, dataset: Dataset, desc: str, observe=None) -> tuple[np.ndarray, np.ndarray]:
+        return predict(
+            self.model, dataset, self.data.collate_fn, self.config, self.device, self.context, desc, observe=observe
+        )
 
-    def _metrics(self, probs: np.ndarray, labels: np.ndarray, thresholds: list[float]) -> dict:
-        return compute_metrics(probs, labels, thresholds, self.class_names, self.single_label)
+    def _metrics(self, outputs: np.ndarray, labels: np.ndarray, thresholds: list[float] | None) -> dict:
+        return self.scoring.metrics(outputs, labels, thresholds)
+
+    @property
+    def _selection(self) -> tuple[str, bool]:
+        return selection_metric(self.config.data.task)
+
+    @property
+    def _main_metrics(self) -> tuple[str, ...]:
+        return main_metrics(self.config.data.dataset, self.config.data.task)
+
+    def _task_results(self) -> dict:
+        """What results.json records of the task: its name, headline metrics, the early-stopping metric
+        and the loss's pos_weight (None for a regression task)."""
+        metric, higher_is_better = self._selection
+        return {
+            "task": self.config.data.task,
+            "main_metrics": list(self._main_metrics),
+            "selection": {"metric": metric, "higher_is_better": higher_is_better},
+            "pos_weight": self.pos_weight,
+        }
 
     def _log(self, writer, epoch: int, loss: float, valid: dict, test: dict) -> None:
         writer.add_scalar("train/loss", loss, epoch)
         writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
-        for name in dict.fromkeys((*main_metrics(self.config.data.dataset), "f1")):
+        for name in dict.fromkeys((*self._main_metrics, self._selection[0])):
             writer.add_scalar(f"valid/{name}", valid[name], epoch)
             writer.add_scalar(f"test/{name}", test[name], epoch)
         writer.flush()
@@ -346,7 +406,7 @@ class _Trainer:
             logger.info(line)
 
     def _epoch_line(self, epoch: int, loss: float, valid: dict) -> str:
-        metrics = ", ".join(f"{name} {valid[name]:.4f}" for name in main_metrics(self.config.data.dataset))
+        metrics = ", ".join(f"{name} {valid[name]:.4f}" for name in self._main_metrics)
         best = " (best)" if self.progress.best_epoch == epoch else ""
         return f"epoch {epoch}/{self.config.train.epochs}: loss {loss:.4f}, valid {metrics}{best}"
 
@@ -385,6 +445,7 @@ class _Trainer:
             "rng": rng_state(),
             "progress": dataclasses.asdict(self.progress),
             "thresholds": thresholds,
+            "pos_weight": self.pos_weight,
             "config": self.config.to_dict(),
             "class_names": self.class_names,
             "run_cwd": os.getcwd(),
@@ -408,7 +469,6 @@ class _Trainer:
         results = {
             "model": config.model.name,
             "dataset": config.data.dataset,
-            "main_metrics": list(main_metrics(config.data.dataset)),
             "best_epoch": self.progress.best_epoch,
             "epochs_completed": self.progress.epoch,
             "stopped_early": self.progress.stopped_early,
@@ -419,9 +479,31 @@ class _Trainer:
             "skipped": self.data.skipped,
             "config": config.to_dict(),
         }
-        if model_spec(config.model.name).sparse_traces:  # sparse-attention settings belong with every number
-            results.update(attention_mode=config.model.attention_mode, top_p=config.model.top_p)
+        spec = model_spec(config.model.name)
+        # which preset this run is and how it differs from the paper's: recorded with every number
+        no_table = {"preset": None, "deviations": None}
+        results.update(spec.fidelity.record(config.to_dict()) if spec.fidelity else no_table)
+        if spec.sparse_traces:  # sparse-attention settings belong with every number
+            results.update(
+                attention_mode=config.model.attention_mode,
+                top_p=config.model.top_p,
+                kept_fraction=(best.get("test") or {}).get("kept_fraction"),
+            )
         return results
+
+
+def task_loss(task: str, pos_weight: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """Emotion: BCE with logits and ``pos_weight``; a regression task: L1 on the raw targets (mean over
+    utterances and targets)."""
+    if task in REGRESSION_TASKS:
+        return nn.L1Loss()
+    if pos_weight is None:
+        raise UsageError(f"data.task={task!r} trains a weighted BCE, but the data gives no pos_weight")
+    return nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(device))
+
+
+def _tuple_or_none(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def train_step(
@@ -446,12 +528,12 @@ def train_step(
     return loss.item()
 
 
-def _json_safe(value):
-    """nan/inf → None, so results.json is strict JSON."""
+def json_safe(value):
+    """nan/inf → None, so results.json (and ``e2e eval``'s output) is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

@@ -17,6 +17,7 @@ from torch import nn
 
 from e2e.config import ModelConfig, parse_modalities, positive
 from e2e.data.batch import Batch, ModelOutput
+from e2e.models.fidelity import Setting
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn, flat_size
 from e2e.models.layers.encoders import (
     LateFusion,
@@ -39,7 +40,7 @@ class EndToEndConfig(ModelConfig):
     temporal_layers: int = positive(4)  # encoder layers of each temporal transformer
     temporal_heads: int = positive(4)
     temporal_ffn: int = positive(2048)
-    positional_encoding: bool = True  # false = the official code (its temporal encoder has none)
+    positional_encoding: bool = False  # the official code's temporal encoder has none; true: sinusoidal
 
 
 def frames_of(batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +119,104 @@ class EndToEndModel(nn.Module):
         """Every parameter not in :meth:`text_parameters`."""
         text_ids = {id(p) for p in self.text_parameters()}
         return [p for p in self.parameters() if id(p) not in text_ids]
+
+
+MESM_PAPER = (
+    "Dai et al., Multimodal End-to-End Sparse Model for Emotion Recognition, NAACL 2021; "
+    "official code github.com/wenliangdai/Multimodal-End2end-Sparse (files below are in that repository)"
+)
+_README = "official README, train command"
+
+
+def end_to_end_settings(batch_size: int) -> tuple[Setting, ...]:
+    """The fidelity rows FE2E and MESM share (the paper's training command differs only in batch size)."""
+    return (
+        Setting("modalities", "tav", f"{_README} (-mod=tav)", "model.modalities"),
+        Setting("frame interval (ms)", 500, f"{_README} (--img-interval=500)", "data.img_interval_ms"),
+        Setting(
+            "audio input",
+            "power",
+            "official src/datasets.py (torchaudio MelSpectrogram, no log)",
+            "data.audio_features",
+            improved="log_mel",
+            why="improved: log(mel + eps) normalised per utterance is better conditioned",
+        ),
+        Setting("text encoder", "albert-base-v2", f"{_README} (--text-model-size=base)", "model.text_model"),
+        Setting("text max length", 100, f"{_README} (--text-max-len=100)", "model.text_max_length"),
+        Setting("visual/acoustic CNN", "mesm_vgg", "official src/models/e2e.py (VGG-style, from scratch)", "model.cnn"),
+        Setting("CNN channel multiplier", 1.0, "official src/models/e2e.py (64-128-256-512)", "model.cnn_width"),
+        Setting("temporal transformer width", 64, f"{_README} (--trans-dim=64)", "model.d_model"),
+        Setting("temporal transformer layers", 4, f"{_README} (--trans-nlayers=4)", "model.temporal_layers"),
+        Setting("temporal transformer heads", 4, f"{_README} (--trans-nheads=4)", "model.temporal_heads"),
+        Setting(
+            "temporal transformer FFN",
+            2048,
+            "official src/models/transformer_encoder.py (torch default)",
+            "model.temporal_ffn",
+        ),
+        Setting("dropout", 0.1, "official src/models/transformer_encoder.py (torch default)", "model.dropout"),
+        Setting(
+            "positional encoding",
+            False,
+            "official src/models/transformer_encoder.py (pos_encoder commented out)",
+            "model.positional_encoding",
+            improved=True,
+            why="improved: sinusoidal positions, so frame order is visible to the temporal transformer",
+        ),
+        Setting("batch size (utterances)", batch_size, f"{_README} (-bs={batch_size})", "data.batch_size"),
+        Setting("learning rate", 5e-5, f"{_README} (-lr=5e-5)", "train.lr"),
+        Setting(
+            "text encoder + text head lr factor",
+            0.1,
+            "official main.py (T and t_out at lr / --text-lr-factor=10)",
+            "train.text_lr_factor",
+        ),
+        Setting("weight decay", 0.0, "official src/cli.py (default)", "train.weight_decay"),
+        Setting("lr schedule", "none", "official src/cli.py (-sc off in the train command)", "train.scheduler"),
+        Setting("gradient clipping", 0.0, "official src/cli.py (-cl -1 = off)", "train.grad_clip"),
+        Setting("epochs", 40, f"{_README} (-ep=40)", "train.epochs"),
+        Setting("early-stop patience (mean valid F1)", 6, f"{_README} (--early-stop=6)", "train.early_stop_patience"),
+        Setting(
+            "bf16 autocast on CUDA",
+            False,
+            "official code (PyTorch 1.6, fp32 throughout)",
+            "train.bf16",
+            improved=True,
+            why="improved: about half the activation memory and faster on GPUs with bf16",
+        ),
+        Setting("seed", 0, "official src/cli.py (default)", "train.seed"),
+        Setting(
+            "loss",
+            "BCE with logits, pos_weight = neg/pos per class",
+            f"{_README} (--loss=bce); official src/trainers/emotiontrainer.py",
+            why="same",
+        ),
+        Setting(
+            "decision thresholds",
+            "per class on valid (the --test mode tuned them on test)",
+            "official src/evaluate.py",
+            paper="per class on valid, never on test",
+            why="tuning on test leaks the test labels",
+        ),
+        Setting(
+            "face crops",
+            "MTCNN (48 px, margin 2) at every step; off-centre fallback crop",
+            "official src/models/e2e.py",
+            paper="MTCNN once, cached with a face-found flag; centre fallback crop",
+            why="same detector and settings; the official fallback's column offset was computed from the height",
+        ),
+        Setting(
+            "frames per MOSEI clip",
+            "2 fps frames subsampled again by 15",
+            "official src/datasets.py (MOSEI sample_imgs_by_interval assumes 30 fps)",
+            paper="2 fps, as for IEMOCAP",
+            why="one frame per 7.5 s leaves most clips one frame; the paper describes 2 fps",
+        ),
+        Setting(
+            "utterances without frames",
+            "dropped by the collate",
+            "official src/datasets.py (collate_fn)",
+            paper="every utterance gets at least one frame",
+            why="dropping them changes the test set",
+        ),
+    )

@@ -26,9 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2e.config import UsageError
+from e2e.data.batch import ModelOutput
 from e2e.models.layers.cnn import MESM_VGG_WIDTHS, dense_stem, scaled_widths, vgg_block
 from e2e.models.layers.sparse_conv import (
     all_sites,
+    autocast_off,
+    current_device,
     densify,
     flat_site,
     max_pool,
@@ -72,6 +75,10 @@ class CrossModalAttention(nn.Module):
 
     The paper's output bias ``b`` is left out: a softmax is shift-invariant, so it would neither change
     α nor receive a gradient.
+
+    Scores are computed in float32 with autocast off, whatever the caller's autocast: in bf16 (8
+    significant bits) 40-60 % of the block-1 sites of a face tie at random init, and the stable sort
+    of top-p would then break the ties in row-major order, i.e. keep the top of the frame.
     """
 
     def __init__(self, channels: int, text_dim: int):
@@ -80,9 +87,15 @@ class CrossModalAttention(nn.Module):
         self.text = nn.Linear(text_dim, channels, bias=False)  # W_t
         self.score = nn.Linear(channels, 1, bias=False)  # w
 
+    def text_term(self, text: torch.Tensor) -> torch.Tensor:
+        """``W_t t`` (N, C) in float32 (the parameters are float32)."""
+        with autocast_off(text.device):
+            return self.text(text.float())
+
     def forward(self, x: torch.Tensor, text_term: torch.Tensor) -> torch.Tensor:
-        """Scores for sites ``x (..., C)`` given ``text_term = self.text(t)`` broadcastable to (..., C)."""
-        return self.score(torch.tanh(self.visual(x) + text_term)).squeeze(-1)
+        """float32 scores of sites ``x (..., C)``; ``text_term`` (:meth:`text_term`) broadcasts to (..., C)."""
+        with autocast_off(x.device):
+            return self.score(torch.tanh(self.visual(x.float()) + text_term.float())).squeeze(-1)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -122,11 +135,7 @@ class SparseBlock(nn.Module):
         frames = x.batch_size
         height, width = x.spatial_shape
         rows = flat_site(x.indices, (height, width))
-        text_term = self.attention.text(text).index_select(0, x.indices[:, 0].long())
-        row_scores = self.attention(x.features, text_term)
-        scores = row_scores.new_full((frames * height * width,), float("-inf")).index_put((rows,), row_scores)
-        active = torch.zeros(frames * height * width, dtype=torch.bool, device=rows.device).index_fill(0, rows, True)
-        alpha, keep = attend(scores.view(frames, -1), active.view(frames, -1), self.top_p)
+        alpha, active, keep = self._attend_sites(x, text, rows)
         kept = keep.view(-1)[rows].nonzero().squeeze(1)
         features = x.features.index_select(0, kept)
         if self.attention_mode == "trainable":
@@ -134,6 +143,19 @@ class SparseBlock(nn.Module):
             features = features * weights.index_select(0, rows.index_select(0, kept))[:, None]
         trace = BlockTrace(keep.view(frames, height, width), alpha.detach().view(frames, height, width))
         return sparse_like(x, features, x.indices.index_select(0, kept).contiguous()), trace
+
+    def _attend_sites(self, x, text: torch.Tensor, rows: torch.Tensor):
+        """(α, active, keep), each (frames, H·W), from the float32 scores of ``x``'s sites (``rows``: their
+        flat positions); scores, softmax and top-p all run with autocast off."""
+        frames = x.batch_size
+        sites = frames * x.spatial_shape[0] * x.spatial_shape[1]
+        with autocast_off(rows.device):
+            text_term = self.attention.text_term(text).index_select(0, x.indices[:, 0].long())
+            row_scores = self.attention(x.features, text_term)
+            scores = row_scores.new_full((sites,), float("-inf")).index_put((rows,), row_scores)
+            active = torch.zeros(sites, dtype=torch.bool, device=rows.device).index_fill(0, rows, True)
+            alpha, keep = attend(scores.view(frames, -1), active.view(frames, -1), self.top_p)
+        return alpha, active, keep
 
     def forward(self, x, text: torch.Tensor):
         """``x``: a sparse tensor whose every frame has ≥ 1 active site; ``text``: (N, text_dim)."""
@@ -203,11 +225,12 @@ class SparseCNN(nn.Module):
         if height % 2 ** len(self.blocks) or width % 2 ** len(self.blocks):
             raise UsageError(f"sparse blocks need maps divisible by {2 ** len(self.blocks)}, got {height}×{width}")
         backend = resolve_backend(self.backend, dense.device)
-        y = sparse_tensor(backend, *all_sites(dense), (height, width), frames)
         traces = []
-        for block in self.blocks:
-            y, trace = block(y, text)
-            traces.append(trace)
+        with current_device(dense.device):
+            y = sparse_tensor(backend, *all_sites(dense), (height, width), frames)
+            for block in self.blocks:
+                y, trace = block(y, text)
+                traces.append(trace)
         return SparseCNNOutput(densify(y.features, y.indices, y.spatial_shape, frames), traces)
 
 
@@ -239,7 +262,7 @@ def masked_dense_block(block: SparseBlock, x: torch.Tensor, active: torch.Tensor
     trace)``.
     """
     frames, _, height, width = x.shape
-    scores = block.attention(x.permute(0, 2, 3, 1), block.attention.text(text)[:, None, None, :])
+    scores = block.attention(x.permute(0, 2, 3, 1), block.attention.text_term(text)[:, None, None, :])
     alpha, keep = attend(scores.reshape(frames, -1), active.reshape(frames, -1), block.top_p)
     alpha, keep = alpha.view(frames, height, width), keep.view(frames, height, width)
     y = x * keep[:, None]
@@ -249,3 +272,36 @@ def masked_dense_block(block: SparseBlock, x: torch.Tensor, active: torch.Tensor
         y = F.relu(_masked_batch_norm(bn, F.conv2d(y, _dense_weight(conv), padding=1), keep))
     pooled_active = F.max_pool2d(keep[:, None].float(), 2)[:, 0] > 0
     return F.max_pool2d(y, 2), pooled_active, BlockTrace(keep, alpha.detach())
+
+
+def block_inputs(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The candidate sites of each sparse block, given the sites each kept (``masks``, (N, H, W) bool):
+    every site for the first, then the pooled kept sites of the block before (a 2×2 cell is a
+    candidate iff any of its sites was kept)."""
+    first = torch.ones_like(masks[0])
+    pooled = [F.max_pool2d(mask[:, None].float(), 2)[:, 0] > 0 for mask in masks[:-1]]
+    return [first, *pooled]
+
+
+class KeptSites:
+    """Kept and candidate sites of MESM's sparse blocks, summed over batches (``observe`` each output).
+
+    :meth:`fractions` gives per frame modality and block the share of its candidate sites that top-p
+    kept, pooled over all frames seen: the measure that makes a p comparable across attention modes
+    (at a given p, trainable attention is sharper or flatter than faithful, so it keeps fewer or more)."""
+
+    def __init__(self):
+        self.counts: dict[str, list[list[int]]] = {}  # modality -> per block [kept, candidates]
+
+    def observe(self, batch, output: ModelOutput) -> None:
+        for modality, masks in output.extras.get("sparse_masks", {}).items():
+            totals = self.counts.setdefault(modality, [[0, 0] for _ in masks])
+            for total, keep, candidates in zip(totals, masks, block_inputs(masks)):
+                total[0] += int(keep.sum())
+                total[1] += int(candidates.sum())
+
+    def fractions(self) -> dict[str, list[float]]:
+        return {
+            modality: [kept / candidates if candidates else 1.0 for kept, candidates in totals]
+            for modality, totals in self.counts.items()
+        }

@@ -8,10 +8,20 @@ gather–GEMM–scatter over the active pairs (the CPU default, and the fallback
 ``spconv`` (the CUDA default). spconv 2.3.8's CPU kernels race when torch uses more than one thread
 (wrong sums in most calls), so on CPU they run only with ``torch.set_num_threads(1)``. Both store
 submanifold weights as spconv does, ``(out, kh, kw, in)``; state dicts are interchangeable.
+
+Precision: the convolutions and the max-pool run in the weights' dtype (fp32) with autocast disabled,
+whatever autocast is active, on both backends. Under bf16 autocast the stem hands bf16 features to
+the first block while the weights stay fp32; spconv's autograd functions then cast both to **fp16**
+in training (their ``custom_fwd(cast_inputs=torch.float16)``: a silent change of precision, and bf16
+values beyond fp16's range become inf), and its eval path (no ``custom_fwd``) would get bf16 features
+against fp32 weights. :func:`subm_conv` therefore casts the features to the weights' dtype first.
+spconv's fp32 GEMMs use TF32 exactly when ``torch.backends.cudnn.allow_tf32`` is set (PyTorch's default
+for dense fp32 convolutions, True): sparse convs get the dense convs' precision policy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -23,9 +33,10 @@ from e2e.config import UsageError
 
 try:
     import spconv.pytorch as spconv
+    from spconv import constants as spconv_constants
     from spconv.cppconstants import CPU_ONLY_BUILD as SPCONV_CPU_ONLY
 except ImportError:  # the pure-torch backend takes over
-    spconv, SPCONV_CPU_ONLY = None, True
+    spconv, spconv_constants, SPCONV_CPU_ONLY = None, None, True
 
 BACKENDS = ("auto", "spconv", "torch")
 
@@ -196,7 +207,39 @@ def _check_spconv_threads(device: torch.device) -> None:
         )
 
 
+def autocast_off(device: torch.device):
+    """A context that disables autocast for ``device``'s type (a no-op for types without autocast, e.g. meta)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def current_device(device: torch.device):
+    """Make ``device`` CUDA's current device for the block (spconv launches on the current device's
+    stream, so data on ``cuda:1`` with ``cuda:0`` current would meet the wrong stream); else a no-op."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def check_sparse_inputs(features: torch.Tensor, indices: torch.Tensor) -> None:
+    """ValueError unless ``indices`` are (n, 3) contiguous int32 on ``features``' device, one per row.
+
+    spconv reads the raw int32 buffer: other dtypes, a non-contiguous view (e.g. ``mask.nonzero().int()``
+    in torch 2.13) or another device give silently wrong sites or a crash deep inside its kernels."""
+    problems = []
+    if indices.dtype != torch.int32:
+        problems.append(f"dtype {indices.dtype} (need torch.int32)")
+    if not indices.is_contiguous():
+        problems.append("not contiguous")
+    if indices.device != features.device:
+        problems.append(f"on {indices.device}, features on {features.device}")
+    if indices.dim() != 2 or indices.shape[1] != 3 or indices.shape[0] != features.shape[0]:
+        problems.append(f"shape {tuple(indices.shape)} for {features.shape[0]} feature rows (need (n, 3))")
+    if problems:
+        raise ValueError("sparse indices: " + "; ".join(problems))
+
+
 def sparse_tensor(backend: str, features, indices, spatial_shape, batch_size):
+    check_sparse_inputs(features, indices)
     if backend == "spconv":
         _check_spconv_threads(features.device)
         return spconv.SparseConvTensor(features, indices, list(spatial_shape), batch_size)
@@ -205,19 +248,27 @@ def sparse_tensor(backend: str, features, indices, spatial_shape, batch_size):
 
 def sparse_like(x, features: torch.Tensor, indices: torch.Tensor):
     """A sparse tensor of ``x``'s backend, shape and frame count with other sites."""
+    check_sparse_inputs(features, indices)
     return type(x)(features, indices, x.spatial_shape, x.batch_size)
 
 
 def subm_conv(conv: nn.Module, x):
-    if isinstance(x, TorchSparseTensor):
-        return x.subm_conv(conv.weight)
-    return conv(x)
+    """``conv`` on ``x`` in the weights' dtype with autocast off (see the module docstring)."""
+    with autocast_off(x.features.device):
+        if x.features.dtype != conv.weight.dtype:
+            x = x.replace_feature(x.features.to(conv.weight.dtype))
+        if isinstance(x, TorchSparseTensor):
+            return x.subm_conv(conv.weight)
+        spconv_constants.SPCONV_ALLOW_TF32 = torch.backends.cudnn.allow_tf32  # read at forward and backward
+        return conv(x)
 
 
 def max_pool(x):
-    if isinstance(x, TorchSparseTensor):
-        return x.max_pool()
-    return spconv.SparseMaxPool2d(2, 2)(x)
+    """2×2 stride-2 sparse max-pool with autocast off (spconv's would cast the features to fp16)."""
+    with autocast_off(x.features.device):
+        if isinstance(x, TorchSparseTensor):
+            return x.max_pool()
+        return spconv.SparseMaxPool2d(2, 2)(x)
 
 
 # --------------------------------------------------------------------------- sparse maps

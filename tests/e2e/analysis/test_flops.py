@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from e2e.analysis.flops import attention_flops, block_inputs, measure_flops, pair_count, sparse_block_flops
+from e2e.analysis.flops import attention_flops, measure_flops, pair_count, sparse_block_flops
 from e2e.models import load_config
-from e2e.models.layers.sparse import SparseBlock
+from e2e.models.layers.sparse import SparseBlock, block_inputs
 from e2e.models.layers.sparse_conv import all_sites, sparse_tensor
 from e2e.reporting.tables import format_flops_table
 
@@ -97,6 +97,22 @@ def test_mesm_halves_the_paper_width_flops_on_the_demo(demo_iemocap_cache, top_p
     assert len(sparse) == 12 and all(0 < row["active_fraction"] < 1 for row in sparse)
     assert json.loads(json.dumps(report)) == report
     assert "| v | blocks.0.conv1 | sparse |" in format_flops_table(report)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "trainable"])
+def test_kept_fraction_per_block_in_both_attention_modes(demo_iemocap_cache, mode):
+    """Top-p keeps the fewest sites whose mass reaches p: k sites hold at least k/n of it, so block 1 keeps
+    under p + 1/n of its n sites, whatever the mode (the modes differ once the attention has trained)."""
+    report = _demo_report(
+        demo_iemocap_cache, "configs/demo/mesm.yaml", "model.top_p=0.3", f"model.attention_mode={mode}"
+    )
+    assert report["attention_mode"] == mode
+    sites = {"v": 24 * 24, "a": 64 * 16}  # block 1's grid at the paper's input sizes
+    for modality, fractions in report["kept_fraction"].items():
+        assert len(fractions) == 3 and all(0 < value <= 1 for value in fractions)
+        assert fractions[0] < 0.3 + 1 / sites[modality]
+    assert f"({mode} attention)" in format_flops_table(report)
+    assert "Kept share of each sparse block's candidate sites" in format_flops_table(report)
 
 
 def test_fe2e_ratio_is_one(demo_iemocap_cache):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from e2e.cli import main
+from e2e.config import ConfigError
 from e2e.experiments.benchmark import BenchmarkRequest, dataset_of, parse_models, plan_benchmark, summarize
 from e2e.models import shipped_models
 from e2e.training.checkpoint import copy_pretrained
@@ -89,6 +90,33 @@ def test_summary_compares_with_the_majority_baseline():
     assert summary["models"]["a"]["multiclass_acc"] == pytest.approx(0.4)
     assert summary["models"]["a"]["runs"] == ["a-s0", "a-s1"]
     assert summary["models"]["a"]["beats_majority"] and not summary["models"]["b"]["beats_majority"]
+
+
+def test_regression_summary_compares_mae_with_the_train_mean():
+    majority = {"dataset": "mosei", "task": "sentiment", "test": {"mae": 1.0, "acc2_non0": 0.5}}
+    results = [
+        {"model": "a", "run": "a-s0", "test": {"mae": 0.8}},
+        {"model": "a", "run": "a-s1", "test": {"mae": 0.9}},
+        {"model": "b", "run": "b-s0", "test": {"mae": 1.2}},
+    ]
+    summary = summarize(results, majority)
+    assert (summary["task"], summary["metric"], summary["majority"]) == ("sentiment", "mae", {"mae": 1.0})
+    assert summary["models"]["a"]["mae"] == pytest.approx(0.85) and "f1" not in summary["models"]["a"]
+    assert summary["models"]["a"]["beats_majority"] and not summary["models"]["b"]["beats_majority"]
+
+
+def test_all_models_of_a_task_and_conki_knowledge_on_emotion(demo_data, tmp_path):
+    assert parse_models("all", "vad") == [name for name in ALL_MODELS if name not in ("carat", "conki", "emoembs")]
+    assert parse_models("all", "sentiment") == [name for name in ALL_MODELS if name not in ("carat", "emoembs")]
+    sentiment = ["data.task=sentiment"]
+    plan = plan_benchmark(
+        BenchmarkRequest(demo_data.mosei, ["conki"], [0], DEMO_CONFIGS, tmp_path, sentiment, demo_data.iemocap)
+    )
+    stage1, stage2 = plan.pretrain[0].config, plan.runs[0][2].config
+    assert (stage1.data.dataset, stage1.data.task) == ("iemocap", "emotion")  # only the adapters are copied
+    assert (stage2.data.dataset, stage2.data.task) == ("mosei", "sentiment")
+    with pytest.raises(ConfigError, match="model 'carat' does not support data.task='sentiment'"):
+        plan_benchmark(BenchmarkRequest(demo_data.mosei, ["carat"], [0], DEMO_CONFIGS, tmp_path, sentiment))
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from e2e.cli import main
 from e2e.reporting.report import write_report
-from e2e.reporting.tables import load_results
+from e2e.reporting.tables import format_value, load_results, modalities_table
 
 CLASSES = {
     "iemocap": ["ang", "exc", "fru", "hap", "neu", "sad"],
@@ -128,3 +128,14 @@ def test_table_without_a_finished_run_says_so(tmp_path, capsys):
     (tmp_path / "broken" / "results.json").write_text("{", encoding="utf-8")
     assert main(["table", str(tmp_path / "broken")]) == 2
     assert "results.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_regression_metrics_are_shown_as_they_are_and_undefined_ones_as_a_dash():
+    assert format_value("acc2_non0", 0.8125) == "81.2" and format_value("mae", 0.61234) == "0.612"
+    assert format_value("corr", None) == "-" and format_value("ccc", float("nan")) == "-"
+    rows = [
+        {"model": "mult", "modalities": "TAV", "variant": "mult", "mae": mae, "ccc": ccc}
+        for mae, ccc in ((0.5, 0.6), (0.7, 0.4))
+    ]
+    table = modalities_table(rows, ("mae", "ccc"))
+    assert "| MAE | CCC |" in table and "| 0.600±0.141 | 0.500±0.141 |" in table

@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.utils.tensorboard  # noqa: F401  (imported once here, not in every child)
 
-from e2e.training import trainer as train_module
 from e2e.training.checkpoint import load_checkpoint
+from e2e.training.metrics import Scoring
 from e2e.training.trainer import train
 from tests.helpers import train as helpers
 
@@ -35,8 +35,8 @@ def run_child(
 
     def target() -> None:
         torch.set_num_threads(1)
-        train_module.choose_thresholds = lambda probs, labels: np.full(probs.shape[1], 0.5)
-        train_module.compute_metrics = quick_metrics
+        Scoring.thresholds = lambda self, logits, labels: [0.5] * logits.shape[1]
+        Scoring.metrics = quick_metrics
         os.replace = _instrumented(os.replace, kill_at, writes_log)
         train(helpers.make_config(**CONFIG), run_dir, resume=resume, datasets=helpers.make_bundle())
 
@@ -46,9 +46,9 @@ def run_child(
     return process.exitcode
 
 
-def quick_metrics(probs: np.ndarray, labels: np.ndarray, thresholds, class_names, single_label) -> dict:
+def quick_metrics(scoring, logits: np.ndarray, labels: np.ndarray, thresholds) -> dict:
     """Binary accuracy and mean F1 over classes, in numpy."""
-    predicted, truth = probs >= np.asarray(thresholds), labels > 0.5
+    predicted, truth = 1 / (1 + np.exp(-logits)) >= np.asarray(thresholds), labels > 0.5
     hits = (predicted & truth).sum(0)
     f1 = 2 * hits / np.maximum(predicted.sum(0) + truth.sum(0), 1)
     return {"acc": float((predicted == truth).mean()), "f1": float(f1.mean()), "n": len(labels)}

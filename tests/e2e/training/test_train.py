@@ -17,6 +17,7 @@ from e2e.training import distributed, inference
 from e2e.training import trainer as train_module
 from e2e.training.checkpoint import load_checkpoint
 from e2e.training.inference import evaluate_checkpoint
+from e2e.training.metrics import Scoring
 from e2e.training.optim import build_optimizer
 from e2e.training.trainer import train
 from tests.helpers import train as helpers
@@ -39,14 +40,14 @@ def read_results(run_dir: Path) -> dict:
 
 def same_numbers(left: dict, right: dict) -> bool:
     """Equal metric dicts, where nan (in memory) matches None (in results.json)."""
-    return json.dumps(train_module._json_safe(left), sort_keys=True) == json.dumps(
-        train_module._json_safe(right), sort_keys=True
+    return json.dumps(train_module.json_safe(left), sort_keys=True) == json.dumps(
+        train_module.json_safe(right), sort_keys=True
     )
 
 
 def test_run_writes_every_output(straight_run):
     run_dir, results = straight_run
-    assert read_results(run_dir) == json.loads(json.dumps(train_module._json_safe(results)))
+    assert read_results(run_dir) == json.loads(json.dumps(train_module.json_safe(results)))
     assert (run_dir / "config.yaml").read_text().startswith("data:")
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
@@ -91,8 +92,11 @@ def test_checkpoint_loads_weights_only_with_full_state(straight_run):
 def test_best_checkpoint_holds_only_what_eval_needs(straight_run):
     run_dir, results = straight_run
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
-    assert set(best) == {"epoch", "model", "reloaded", "thresholds", "config", "class_names", "progress", "run_cwd"}
+    assert set(best) == {
+        *("epoch", "model", "reloaded", "thresholds", "pos_weight", "config", "class_names", "progress", "run_cwd")
+    }
     assert best["reloaded"] is None  # nothing frozen
+    assert best["pos_weight"] == results["pos_weight"] == helpers.make_bundle().pos_weight().tolist()
     assert (run_dir / "checkpoints" / "best.pt").stat().st_size < (run_dir / "checkpoints" / "last.pt").stat().st_size
 
 
@@ -126,7 +130,7 @@ def test_evaluate_checkpoint_reuses_stored_thresholds(straight_run, monkeypatch)
     def no_tuning(*args, **kwargs):
         raise AssertionError("evaluate_checkpoint must not choose thresholds")
 
-    monkeypatch.setattr(train_module, "choose_thresholds", no_tuning)
+    monkeypatch.setattr(Scoring, "thresholds", no_tuning)
     best = run_dir / "checkpoints" / "best.pt"
     bundle = helpers.make_bundle()
     assert same_numbers(evaluate_checkpoint(best, datasets=bundle), results["test"])
@@ -346,3 +350,29 @@ def test_ddp_two_cpu_processes_match_single_process_shape(straight_run, tmp_path
         assert set(results[split]["per_class"]) == set(single[split]["per_class"])
         assert results[split]["n"] == helpers.SIZES[split]  # gathered: the full split, once
     assert results["epochs_completed"] == 3
+
+
+def test_early_stopping_follows_the_direction_of_the_task_metric():
+    """Sentiment selects on the lowest valid MAE; a nan score never improves."""
+    progress, lower = train_module._Progress(), ("mae", False)
+    assert progress.record(1, {"mae": 1.0}, {}, None, 2, lower)
+    assert progress.record(2, {"mae": 0.8}, {}, None, 2, lower)
+    assert not progress.record(3, {"mae": 0.9}, {}, None, 2, lower)
+    assert not progress.record(4, {"mae": float("nan")}, {}, None, 2, lower)
+    assert (progress.best_epoch, progress.best_score, progress.stopped_early) == (2, 0.8, True)
+    higher = train_module._Progress()
+    assert higher.record(1, {"ccc": 0.2}, {}, None, 0, ("ccc", True))
+    assert higher.record(2, {"ccc": 0.5}, {}, None, 0, ("ccc", True))
+    assert not higher.record(3, {"ccc": 0.4}, {}, None, 0, ("ccc", True))
+
+
+def test_a_checkpoint_without_pos_weight_evaluates_with_the_datas(straight_run, tmp_path, caplog):
+    """A best.pt saved before pos_weight was stored: the train split's pos_weight, with a warning."""
+    run_dir, results = straight_run
+    old = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    del old["pos_weight"]
+    torch.save(old, tmp_path / "old.pt")
+    with caplog.at_level("WARNING", logger="e2e.training.inference"):
+        metrics = evaluate_checkpoint(tmp_path / "old.pt", datasets=helpers.make_bundle())
+    assert same_numbers(metrics, results["test"])
+    assert "stores no pos_weight" in caplog.text
