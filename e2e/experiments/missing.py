@@ -9,21 +9,20 @@ reused). Each run's best checkpoint is evaluated on test at its stored threshold
 * ``modalities``: each modality of each utterance is removed with that probability, one always kept
   (:func:`e2e.analysis.missing.drop_modalities`).
 
-The random choices are seeded by (mode, rate) only, so every model loses the same inputs.
+What is dropped is a function of (:data:`DROP_SEED`, utterance id, modality, length, rate) only, the
+same for every model, seed, batch size and device (the rule, and where raw and feature inputs cannot
+lose identical elements, in :mod:`e2e.analysis.missing`).
 Outputs: ``OUT/missing.csv`` (one row per run, mode and rate) and ``OUT/missing.png``.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import torch
-
-from e2e.analysis.missing import drop_elements, drop_modalities
+from e2e.analysis.missing import check_rate, drop_elements, drop_modalities
 from e2e.config import UsageError
 from e2e.experiments.benchmark import BenchmarkRequest, plan_benchmark, train_plan
 from e2e.experiments.jobs import announce, metric_values
@@ -33,6 +32,7 @@ from e2e.training.inference import checkpoint_evaluator
 from e2e.training.metrics import main_metrics
 
 MODES = ("elements", "modalities")
+DROP_SEED = 0  # the sweep's one seed of what is dropped
 
 
 def sweep_missing(
@@ -42,6 +42,8 @@ def sweep_missing(
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UsageError(f"unknown missing mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
+    for rate in rates:
+        check_rate(rate)  # before any training
     out = Path(request.out)
     plan = plan_benchmark(request)
     train_plan(plan, out, jobs)
@@ -53,18 +55,20 @@ def sweep_missing(
             dict(model=model, seed=seed, run=job.name, **row) for row in evaluate_missing(checkpoint, rates, modes)
         ]
     write_csv(out / "missing.csv", rows)
-    plot_missing(rows, main_metrics(plan.runs[0][2].config.data.dataset)[0], out / "missing.png")
+    data = plan.runs[0][2].config.data
+    plot_missing(rows, main_metrics(data.dataset, data.task)[0], out / "missing.png")
     return out / "missing.csv"
 
 
-def evaluate_missing(checkpoint: Path, rates: Sequence[float], modes: Sequence[str] = MODES) -> list[dict]:
-    """``{"mode", "rate", <test metrics>}`` per mode and rate for one checkpoint."""
+def evaluate_missing(
+    checkpoint: Path, rates: Sequence[float], modes: Sequence[str] = MODES, seed: int = DROP_SEED
+) -> list[dict]:
+    """``{"mode", "rate", <test metrics>}`` per mode and rate for one checkpoint, dropping with ``seed``."""
     evaluate = checkpoint_evaluator(checkpoint)
     drops = {"elements": drop_elements, "modalities": drop_modalities}
     rows = []
     for mode in modes:
         for rate in rates:
-            generator = torch.Generator().manual_seed(zlib.crc32(f"{mode}:{rate:g}".encode()))
-            transform = partial(drops[mode], rate=rate, generator=generator)
+            transform = partial(drops[mode], rate=rate, seed=seed)
             rows.append({"mode": mode, "rate": rate, **metric_values(evaluate("test", transform))})
     return rows

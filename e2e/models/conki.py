@@ -18,8 +18,15 @@ contrastive loss (:func:`e2e.models.layers.losses.supervised_contrastive`) over 
   *negatives* (their cosine similarity is penalised), so the adapter adds knowledge the pan encoder
   lacks — our reading of the paper's knowledge-level pairs;
 * modality level: the ``knowledge_m`` of one utterance across modalities are positives;
-* sample level: fused vectors of utterances with the same label set are positives (the paper rounded
-  sentiment scores; one-hot IEMOCAP means the same class, multi-hot MOSEI the same emotion set).
+* sample level: fused vectors of utterances with the same rounded label are positives: one-hot IEMOCAP
+  the same class, multi-hot MOSEI the same emotion set, a MOSEI sentiment score the same integer in
+  -3..3 (the paper's rounding; class vectors are 0/1 already, so rounding leaves them as they are).
+
+No official code is public; the fidelity table lists, per loss and layer, what is implemented and each
+choice the paper leaves open here.
+
+Tasks: emotion and sentiment (the paper's). Not vad: rounding three continuous IEMOCAP means to a
+positive set is no choice of the paper's, and the contrastive term would be ours to validate.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from torch import nn
 
 from e2e.config import non_negative, positive
 from e2e.data.batch import Batch, ModelOutput
+from e2e.models.fidelity import FidelityTable, PerDataset, Setting
 from e2e.models.layers.losses import label_positives, supervised_contrastive
 from e2e.models.layers.sequence import (
     SequenceEncoder,
@@ -49,12 +57,104 @@ class ConKIConfig(SequenceModelConfig):
     transformer encoder; ``d_model`` is also the adapters' width."""
 
     name: str = "conki"
+    d_model: int = positive(40)
+    temporal_heads: int = positive(8)
+    temporal_ffn: int = positive(160)
     aux_weight: float = non_negative(0.1)  # weight of the hierarchical contrastive loss
     adapter_reduction: int = positive(4)  # an adapter layer's bottleneck is d_model // adapter_reduction wide
     adapter_layers: int = positive(2)  # residual bottleneck layers per knowledge adapter
     knowledge_weight: float = non_negative(1.0)  # knowledge level: pan_m vs knowledge_m (negatives)
     modality_weight: float = non_negative(1.0)  # modality level: one utterance's knowledge_m (positives)
     sample_weight: float = non_negative(1.0)  # sample level: fused vectors of same-label utterances
+
+
+_PAPER = "Yu et al., ConKI: Contrastive Knowledge Injection for Multimodal Sentiment Analysis, ACL Findings 2023"
+_SOURCE = "paper (no official code was found; its full text was not reachable when this table was written)"
+_UNREAD = "not read (see source)"
+_OURS = "our choice where the paper's value could not be read; to be checked against the paper"
+
+
+def _trained(setting: str, key: str, value) -> Setting:
+    return Setting(setting, _UNREAD, _SOURCE, key, paper=value, why=_OURS)
+
+
+FIDELITY = FidelityTable(
+    "conki",
+    f"{_PAPER}; no official code found",
+    (
+        Setting(
+            "pan-knowledge encoder",
+            "a general-knowledge encoder per modality",
+            "paper, method section",
+            paper="transformer over the modality's feature sequence (the text features are frozen text-model "
+            "states), mean over the valid steps",
+            why="open: the encoders on our two-stage features",
+        ),
+        Setting(
+            "knowledge adapter",
+            "adapters on the encoder carry domain-specific knowledge, injected from external data",
+            "paper, method section",
+            paper="residual bottleneck layers (Linear, ReLU, Linear) + LayerNorm on the encoder's states; "
+            "pretrained on the other corpus (stage 1) and loaded by train.init_prefix=adapters.",
+            why="open: the adapter's layers and the knowledge source; the other corpus is the external one here",
+        ),
+        Setting(
+            "fusion and head",
+            "the 2M pan and knowledge representations are fused for the prediction",
+            "paper",
+            paper="concatenation, then Linear, ReLU, dropout, Linear",
+            why="open: the fusion layer",
+        ),
+        Setting(
+            "knowledge-level contrast",
+            "pan and knowledge representations of one modality and utterance form a pair",
+            "paper, hierarchical contrastive learning",
+            paper="mean over modalities of max(0, cos(pan_m, knowledge_m)) (negatives)",
+            why="open: our reading of the paper's knowledge-level pairs (pushed apart so the adapter adds "
+            "knowledge the pan encoder lacks)",
+        ),
+        Setting(
+            "modality-level contrast",
+            "the knowledge representations of one utterance across modalities are positives",
+            "paper, hierarchical contrastive learning",
+            paper="supervised contrastive loss (temperature 0.1) over the M x B knowledge vectors",
+            why="open: the contrastive loss and its temperature",
+        ),
+        Setting(
+            "sample-level contrast",
+            "utterances with the same (rounded) label are positives",
+            "paper, hierarchical contrastive learning",
+            paper="supervised contrastive loss (temperature 0.1) over the fused vectors; positives share the "
+            "rounded label (class, emotion set or integer sentiment)",
+            why="open: the temperature and the rounding for classes (the labels are 0/1 already)",
+        ),
+        _trained("contrastive loss weight", "model.aux_weight", 0.1),
+        _trained("knowledge-level weight", "model.knowledge_weight", 1.0),
+        _trained("modality-level weight", "model.modality_weight", 1.0),
+        _trained("sample-level weight", "model.sample_weight", 1.0),
+        _trained("adapter bottleneck reduction", "model.adapter_reduction", 4),
+        _trained("adapter layers", "model.adapter_layers", 2),
+        _trained("representation width", "model.d_model", 40),
+        _trained("encoder layers", "model.temporal_layers", 4),
+        _trained("attention heads", "model.temporal_heads", 8),
+        _trained("encoder FFN width", "model.temporal_ffn", 160),
+        _trained("dropout", "model.dropout", 0.1),
+        _trained("batch size", "data.batch_size", PerDataset({"iemocap": 32, "mosei": 64})),
+        _trained("learning rate (Adam)", "train.lr", 1e-3),
+        _trained("gradient clipping (max norm)", "train.grad_clip", 0.8),
+        _trained("epochs", "train.epochs", 40),
+        _trained("early-stop patience", "train.early_stop_patience", 8),
+        Setting(
+            "precision",
+            "fp32",
+            "paper (no mixed precision reported)",
+            "train.bf16",
+            paper=False,
+            improved=True,
+            why="improved: bf16 autocast on CUDA",
+        ),
+    ),
+)
 
 
 class Adapter(nn.Module):
@@ -115,10 +215,17 @@ def hierarchical_contrastive(
     views = torch.cat(list(knowledge.values()))  # (M * B, d): row m * B + b is modality m of utterance b
     utterance = torch.arange(len(fused), device=fused.device).repeat(len(knowledge))
     modality_level = supervised_contrastive(views, utterance[:, None] == utterance[None, :])
-    sample_level = supervised_contrastive(fused, label_positives(labels))
+    sample_level = supervised_contrastive(fused, label_positives(labels.round()))
     return knowledge_level, modality_level, sample_level
 
 
-@register_model("conki", options=ConKIConfig, inputs="features", pretrain_prefix="adapters.")
+@register_model(
+    "conki",
+    options=ConKIConfig,
+    inputs="features",
+    pretrain_prefix="adapters.",
+    tasks=("emotion", "sentiment"),
+    fidelity=FIDELITY,
+)
 def build_conki(config: ConKIConfig, class_names: list[str]) -> ConKI:
     return ConKI(config, len(class_names))

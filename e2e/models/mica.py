@@ -29,6 +29,10 @@ every cross-modal stack replaced by :class:`AlignedCrossModalTransformer`, which
 ``aux_loss = aux_weight * sum over layers (MMD + element_weight * element alignment)``, averaged over
 the cross-modal directions; computed in training only (``None`` in eval). The self-attention memory
 transformers, read-out and output are MulT's.
+
+No official code is public; the fidelity table lists, per loss and layer, what is implemented and each
+choice the paper leaves open here, and takes MulT's published hyperparameters (the paper keeps MulT's
+setting).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from e2e.config import non_negative, positive
+from e2e.config import fraction, non_negative, positive
+from e2e.models.fidelity import FidelityTable, PerDataset, Setting
 from e2e.models.layers.crossmodal import CrossModalConfig, CrossModalTransformer, MulT, PreLNBlock
 from e2e.models.layers.losses import mmd
 from e2e.models.registry import register_model
@@ -51,9 +56,114 @@ class MICAConfig(CrossModalConfig):
     for the element alignment, which is between layers, to exist) and its alignment losses."""
 
     name: str = "mica"
+    d_model: int = positive(40)
+    temporal_heads: int = positive(10)
+    temporal_ffn: int = positive(160)  # 4 d, as MulT's blocks
+    dropout: float = fraction(0.25)  # MulT's crossmodal attention block dropout (IEMOCAP)
     aux_weight: float = non_negative(0.1)  # weight of the summed alignment losses, averaged over directions
     mmd_tokens: int = positive(256)  # at most this many random queries and keys per side enter each MMD
     element_weight: float = non_negative(1.0)  # element alignment relative to the MMD, per layer
+
+
+_PAPER = (
+    "Liang et al., Attention is not Enough: Mitigating the Distribution Discrepancy in Asynchronous Multimodal "
+    "Sequence Fusion, ICCV 2021"
+)
+_MULT = "MulT paper Table 5 (Tsai et al. 2019), which MICA keeps"
+_SOURCE = "paper (no official code is public; its full text was not reachable when this table was written)"
+_UNREAD = "not read (see source)"
+_OURS = "our choice where the paper's value could not be read; to be checked against the paper"
+
+FIDELITY = FidelityTable(
+    "mica",
+    f"{_PAPER}; no official code",
+    (
+        Setting(
+            "network",
+            "MulT's (temporal convolutions, cross-modal transformers per ordered pair, self-attention memories)",
+            "paper, method section",
+            paper="the toolkit's cross-modal network (pre-LN blocks, one dropout, padded keys masked, last valid "
+            "step read out)",
+            why="open: MICA's paper builds on MulT without code; MulT's official block details (separate "
+            "dropouts, causal mask, embedding scaling) are in the mult model, not yet under MICA's layers",
+        ),
+        Setting(
+            "merging gate",
+            "a gate merges the cross-modal update into the target stream",
+            "paper, method section",
+            paper="x + dropout(sigmoid(W [x; u]) * u), then MulT's FFN",
+            why="open: the gate's input and form; per element and channel",
+        ),
+        Setting(
+            "marginal distribution alignment",
+            "queries and keys of a cross-modal layer are aligned in distribution",
+            "paper, method section",
+            paper="squared MMD (biased), sum of Gaussian kernels at 0.5, 1, 2, 4 x the detached mean squared "
+            "distance, between the valid projected queries and keys of the batch, per layer",
+            why="open: the discrepancy and kernel; scale-free so that shrinking the vectors cannot lower it",
+        ),
+        Setting(
+            "element-level alignment",
+            "elements with high-confidence correlations are aligned, propagated over the layers",
+            "paper, method section",
+            paper="confidence-weighted squared error between an element's update at layer l and at l-1 "
+            "(detached); confidence 1 - entropy / log(valid keys) of its attention row",
+            why="open: our reading; the paper's exact form could not be reproduced here",
+        ),
+        Setting(
+            "alignment loss weight",
+            _UNREAD,
+            _SOURCE,
+            "model.aux_weight",
+            paper=0.1,
+            why=_OURS + "; the sum over layers is averaged over the cross-modal directions",
+        ),
+        Setting(
+            "element alignment weight (relative to MMD)", _UNREAD, _SOURCE, "model.element_weight", paper=1.0, why=_OURS
+        ),
+        Setting(
+            "tokens per MMD side",
+            "all",
+            "paper (no subsampling described)",
+            "model.mmd_tokens",
+            paper=256,
+            why="at most 256 random valid tokens per side keep the kernel matrices small; a batch rarely has fewer",
+        ),
+        Setting("hidden size d", 40, _MULT, "model.d_model"),
+        Setting("cross-modal blocks", 4, _MULT, "model.temporal_layers"),
+        Setting("attention heads", PerDataset({"iemocap": 10, "mosei": 8}), _MULT, "model.temporal_heads"),
+        Setting("FFN width", "4 x d", "MulT official modules/transformer.py (fc1)", "model.temporal_ffn", paper=160),
+        Setting("text conv kernel", PerDataset({"iemocap": 3, "mosei": 1}), _MULT, "model.text_kernel"),
+        Setting("audio conv kernel", PerDataset({"iemocap": 5, "mosei": 3}), _MULT, "model.audio_kernel"),
+        Setting("visual conv kernel", 3, _MULT, "model.visual_kernel"),
+        Setting(
+            "dropout",
+            PerDataset({"iemocap": 0.25, "mosei": 0.1}),
+            f"{_MULT} (crossmodal attention block dropout)",
+            "model.dropout",
+            why="one dropout for every role in our blocks",
+        ),
+        Setting("batch size", PerDataset({"iemocap": 32, "mosei": 16}), _MULT, "data.batch_size"),
+        Setting("learning rate (Adam)", PerDataset({"iemocap": 2e-3, "mosei": 1e-3}), _MULT, "train.lr"),
+        Setting("gradient clipping (norm)", PerDataset({"iemocap": 0.8, "mosei": 1.0}), _MULT, "train.grad_clip"),
+        Setting("epochs", PerDataset({"iemocap": 30, "mosei": 20}), _MULT, "train.epochs"),
+        Setting(
+            "early stopping",
+            0,
+            "MulT official src/train.py (every epoch runs; the best valid epoch is kept)",
+            "train.early_stop_patience",
+            why="0 = never stop early, as MulT",
+        ),
+        Setting(
+            "precision",
+            False,
+            "paper (no mixed precision reported)",
+            "train.bf16",
+            improved=True,
+            why="improved: bf16 autocast on CUDA (the alignment losses are computed in fp32)",
+        ),
+    ),
+)
 
 
 class AlignedCrossModalTransformer(CrossModalTransformer):
@@ -174,6 +284,6 @@ class MICA(MulT):
         return self.aux_weight * sum(losses) / len(self.crossmodal)
 
 
-@register_model("mica", options=MICAConfig, inputs="features")
+@register_model("mica", options=MICAConfig, inputs="features", tasks=("emotion", "sentiment", "vad"), fidelity=FIDELITY)
 def build_mica(config: MICAConfig, class_names: list[str]) -> MICA:
     return MICA(config, len(class_names))

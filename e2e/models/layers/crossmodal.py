@@ -1,5 +1,11 @@
-"""MulT's network and its building blocks (see :mod:`e2e.models.mult` for the paper mapping); MICA
-(:mod:`e2e.models.mica`) subclasses the network and its cross-modal stack.
+"""The cross-modal network of MulT and MICA: temporal convolutions, one cross-modal stack per ordered
+modality pair, a self-attention memory per target, the last-valid read-out and a residual head.
+
+:class:`MulT` with its default stacks (:class:`PreLNBlock`: positions and scaling once at the
+embedding, a separate LayerNorm for the source, one ``dropout``) is the network MICA
+(:mod:`e2e.models.mica`) builds on. MulT's paper structure (:mod:`e2e.models.mult`) subclasses it and
+replaces the embedding, the stacks and the dropouts through the hooks ``embed``,
+``build_crossmodal``, ``build_memory``, ``embedding_dropout`` and ``output_dropout``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from e2e.models.layers.sequence import SequenceModelConfig, modality_dims, padde
 
 @dataclass
 class CrossModalConfig(SequenceModelConfig):
-    """Options of MulT's network (MulT, MICA). The shared ones mean:
+    """Options of the cross-modal network (MICA; :class:`e2e.models.mult.MulTConfig` adds MulT's own).
+    The shared ones mean:
 
     * ``d_model``: width of every modality's convolved sequence and of each cross-modal stream;
     * ``temporal_layers``: depth of each cross-modal transformer and of each self-attention memory;
     * ``temporal_heads``: attention heads of every block;
     * ``temporal_ffn``: FFN width of a ``d_model``-wide block (scaled with the block's width);
-    * ``dropout``: the paper's embedding, attention, residual and output dropouts, all one value.
+    * ``dropout``: every dropout of the default stacks (embedding, attention, residual, output); MulT's
+      options separate them.
 
     The temporal convolution kernels are the paper's IEMOCAP sizes (L/V/A = 3/3/5; its official code
     uses 1); they must be odd.
@@ -118,7 +126,9 @@ def temporal_convolution(in_features: int, d_model: int, kernel: int) -> nn.Conv
 
 
 class MulT(nn.Module):
-    """MulT's network. Subclasses change the cross-modal stacks (``crossmodal_class``) and ``auxiliary_loss``."""
+    """The cross-modal network. Subclasses change the cross-modal stacks (``crossmodal_class`` or
+    ``build_crossmodal``), the memories (``build_memory``), the embedding (``embed``), the dropouts
+    (``embedding_dropout``, ``output_dropout``) and ``auxiliary_loss``."""
 
     crossmodal_class = CrossModalTransformer
 
@@ -130,23 +140,40 @@ class MulT(nn.Module):
                 f"{config.name} needs at least two modalities for cross-modal attention, got {config.modalities!r}"
             )
         d = config.d_model
-        self.d_model, self.dropout = d, nn.Dropout(config.dropout)
+        self.d_model, self.dropout = d, nn.Dropout(self.embedding_dropout(config))
         self.projections = nn.ModuleDict(
             {m: temporal_convolution(dim, d, config.conv_kernel(m)) for m, dim in dims.items()}
         )
         self.crossmodal = nn.ModuleDict(
             {
-                direction_name(source, target): self.crossmodal_class(d, config)
+                direction_name(source, target): self.build_crossmodal(source, target, config)
                 for source, target in permutations(dims, 2)
             }
         )
         memory = d * (len(dims) - 1)
-        self.memories = nn.ModuleDict({m: SelfAttentionTransformer(memory, config) for m in dims})
+        self.memories = nn.ModuleDict({m: self.build_memory(memory, config) for m in dims})
         fused = memory * len(dims)
         self.residual = nn.Sequential(
-            nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(fused, fused)
+            nn.Linear(fused, fused), nn.ReLU(), nn.Dropout(self.output_dropout(config)), nn.Linear(fused, fused)
         )
         self.output = nn.Linear(fused, num_classes)
+
+    def build_crossmodal(self, source: str, target: str, config: CrossModalConfig) -> nn.Module:
+        """The stack in which ``target`` attends to ``source``: ``forward(target, target_padding, source,
+        source_padding)`` returns the target's states and a list of auxiliary losses."""
+        return self.crossmodal_class(self.d_model, config)
+
+    def build_memory(self, width: int, config: CrossModalConfig) -> nn.Module:
+        """A target's self-attention memory: ``forward(states, padding)`` returns the states."""
+        return SelfAttentionTransformer(width, config)
+
+    def embedding_dropout(self, config: CrossModalConfig) -> float:
+        """The rate of ``self.dropout``, which :meth:`embed` applies."""
+        return config.dropout
+
+    def output_dropout(self, config: CrossModalConfig) -> float:
+        """The dropout inside the residual block before the output layer."""
+        return config.dropout
 
     def embed(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Convolved, scaled, position-encoded states ``(B, L, d)`` and the padding mask."""

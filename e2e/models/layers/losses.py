@@ -27,6 +27,19 @@ def difference_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.t() @ b).pow(2).sum() / (a.shape[1] * b.shape[1])
 
 
+def sample_normalised_difference_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """MISA's official soft orthogonality (src/utils/functions.py, DiffLoss): ``(N, d)`` batches centred per
+    feature, each sample (row) divided by its L2 norm (a constant for the gradient) plus ``eps``, then the
+    mean of the squared entries of ``a^T b``. Each sample is weighted by ``1 / (|a_i| |b_i|)``, so unlike
+    :func:`difference_loss` (unit columns) orthogonal feature columns give 0 only when those weights are
+    equal, and the value grows with the batch size."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    a = a / (a.norm(dim=1, keepdim=True).detach() + eps)
+    b = b / (b.norm(dim=1, keepdim=True).detach() + eps)
+    return (a.t() @ b).pow(2).mean()
+
+
 def hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Biased HSIC estimate with Gaussian kernels (bandwidth: median pairwise distance) between ``(N, d)``
     samples: near 0 for independent variables, larger for dependent ones."""

@@ -79,3 +79,12 @@ def test_auxiliary_loss_only_in_training_and_scaled_by_aux_weight():
     assert large_loss.item() == pytest.approx(3 * small_loss.item(), rel=1e-5)
     with torch.no_grad():
         assert small.eval()(batch).aux_loss is None
+
+
+def test_the_default_network_is_mults_iemocap_column():
+    from e2e.models import model_options
+
+    options = model_options("mica")()
+    assert (options.d_model, options.temporal_layers, options.temporal_heads, options.temporal_ffn) == (40, 4, 10, 160)
+    assert options.dropout == 0.25
+    assert (options.text_kernel, options.audio_kernel, options.visual_kernel) == (3, 5, 3)
