@@ -16,6 +16,9 @@ def register(commands) -> None:
     add_overrides(train)
     add_out(train, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    train.add_argument(
+        "--device", default=None, help="shorthand for --set train.device=DEVICE (auto, cpu, cuda, cuda:N)"
+    )
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint at its stored thresholds")
@@ -31,7 +34,8 @@ def run_train(args: argparse.Namespace) -> int:
     from e2e.reporting.tables import results_table
     from e2e.training.trainer import train
 
-    results = train(load_config(args.config, args.overrides), args.out, resume=args.resume)
+    overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
+    results = train(load_config(args.config, overrides), args.out, resume=args.resume)
     if results.get("test"):
         print(results_table([dict(results, run=str(args.out))]))
     return 0

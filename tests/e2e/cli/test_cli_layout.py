@@ -54,6 +54,19 @@ def test_device_defaults_to_auto_like_the_config(command):
     assert build_parser().parse_args(command).device == "auto" == TrainConfig.device
 
 
+def test_train_device_is_a_train_device_override(monkeypatch):
+    """``e2e train --device D`` = ``--set train.device=D``; without it the config's value stands."""
+    from e2e.cli import train as train_cli
+    from e2e.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda config, out, resume: seen.append(config.train.device) or {})
+    base = ["train", "--config", "configs/demo/mult.yaml", "--out", "run"]
+    for extra in (["--device", "cuda:1"], []):
+        assert train_cli.run_train(build_parser().parse_args([*base, *extra])) == 0
+    assert seen == ["cuda:1", TrainConfig.device]
+
+
 @pytest.mark.parametrize("spelling", [["D"], ["--data-dir", "D"], ["--data", "D"]])
 def test_one_data_directory_option_with_the_old_spellings(spelling):
     from e2e.cli.options import data_dir
