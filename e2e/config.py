@@ -112,7 +112,11 @@ def fraction(default: float):
 
 
 # the corpora that label each data.task; sentiment and vad are regression tasks (no classes, no thresholds)
-TASK_DATASETS = {"emotion": ("iemocap", "mosei"), "sentiment": ("mosei",), "vad": ("iemocap",)}
+TASK_DATASETS = {
+    "emotion": ("iemocap", "mosei", "iemocap4"),
+    "sentiment": ("mosei", "mosi", "sims"),
+    "vad": ("iemocap",),
+}
 REGRESSION_TASKS = ("sentiment", "vad")
 
 Modalities = Literal["t", "a", "v", "ta", "tv", "av", "tav"]  # text, audio, visual, in this order
@@ -126,10 +130,50 @@ def parse_modalities(spec: str) -> tuple[str, ...]:
     return tuple(m for m in MODALITIES if m in spec)
 
 
+# data.source: where a run's utterances come from. clips: the corpus in data.data_dir (data-reorg, then
+# e2e preprocess / features); mmsa:PATH / mult:PATH: a standard feature file (e2e.data.benchmark_files)
+SOURCE_CLIPS = "clips"
+SOURCE_DATASETS = {
+    SOURCE_CLIPS: ("iemocap", "mosei"),
+    "mmsa": ("mosi", "mosei", "sims"),  # MMSA's aligned_50.pkl / unaligned_50.pkl, sentiment
+    "mult": ("iemocap4", "mosei", "mosi"),  # MulT's iemocap_data.pkl (4 emotions), mosei_senti / mosi_data.pkl
+}
+
+
+def parse_source(source: str) -> tuple[str, Path] | None:
+    """``data.source`` -> None for ``clips``, else ``(kind, path)`` of ``mmsa:PATH`` / ``mult:PATH``;
+    ConfigError for any other spelling."""
+    if source == SOURCE_CLIPS:
+        return None
+    kind, sep, path = source.partition(":")
+    if not sep or kind not in SOURCE_DATASETS or kind == SOURCE_CLIPS or not path:
+        raise ConfigError(f"data.source must be 'clips', 'mmsa:PATH' or 'mult:PATH', got {source!r}")
+    return kind, Path(path).expanduser()
+
+
+def format_input_dims(dims: dict[str, int]) -> str:
+    """``{"t": 768, "a": 74, "v": 35}`` -> ``"t=768,a=74,v=35"`` (the spelling of ``model.input_dims``)."""
+    return ",".join(f"{modality}={dims[modality]}" for modality in MODALITIES)
+
+
+_INPUT_DIMS = re.compile(r"t=([1-9][0-9]*),a=([1-9][0-9]*),v=([1-9][0-9]*)")
+
+
+def parse_input_dims(spec: str) -> dict[str, int]:
+    """``"t=768,a=74,v=35"`` -> the feature size per modality; ConfigError for any other spelling."""
+    match = _INPUT_DIMS.fullmatch(spec)
+    if match is None:
+        raise ConfigError(f"model.input_dims must look like 't=768,a=74,v=35' (positive sizes), got {spec!r}")
+    return dict(zip(MODALITIES, map(int, match.groups())))
+
+
 @dataclass
 class DataConfig:
     data_dir: str = ""
-    dataset: Literal["iemocap", "mosei"] = "iemocap"  # iemocap: single-label, 6 classes; mosei: multi-label
+    # iemocap: single-label, 6 classes; mosei: multi-label; from a feature file only (data.source): mosi,
+    # sims (CH-SIMS) and iemocap4 (MulT's IEMOCAP: four one-vs-rest emotions)
+    dataset: Literal["iemocap", "mosei", "mosi", "sims", "iemocap4"] = "iemocap"
+    source: str = SOURCE_CLIPS  # clips | mmsa:PATH | mult:PATH (see SOURCE_DATASETS)
     # emotion: the six classes (both corpora); sentiment: MOSEI's score in [-3, 3] (regression);
     # vad: IEMOCAP's valence / activation / dominance (regression)
     task: Literal["emotion", "sentiment", "vad"] = "emotion"
@@ -150,6 +194,9 @@ class ModelConfig:
     text_model: str = "albert-base-v2"  # HF id or local folder; "minilm" = the offline MiniLM package
     text_max_length: int = positive(100)
     dropout: float = fraction(0.1)
+    # feature models on a data.source file: its feature sizes, "t=768,a=74,v=35", recorded when the
+    # config loads; "" = the sizes of our cached features
+    input_dims: str = ""
 
 
 @dataclass
@@ -204,6 +251,7 @@ def build_config(layers: Sequence[Layer], model_options: ModelOptions) -> Experi
             checked = [check_value(section, section_name, key, value, source) for value, source in layered]
             setattr(section, key, checked[-1])
     _check_task(sections["data"], merged["data"])
+    _check_source(sections["data"], sections["model"], merged)
     return ExperimentConfig(**sections)
 
 
@@ -219,6 +267,45 @@ def _check_task(data: DataConfig, layered: dict[str, list[tuple[Any, str]]]) -> 
         f"data.task={data.task!r} does not exist for data.dataset={data.dataset!r} ({where}): "
         + ", ".join(f"{task} is labelled on {'/'.join(datasets)}" for task, datasets in TASK_DATASETS.items())
     )
+
+
+def _check_source(data: DataConfig, model: ModelConfig, layered: dict[str, dict[str, list[tuple[Any, str]]]]) -> None:
+    """ConfigError naming where ``data.source`` was set when it is misspelt, does not hold
+    ``data.dataset``, or ``model.input_dims`` is misspelt or set for ``clips``."""
+    where = "; ".join(
+        f"{section}.{key} from {layered[section][key][-1][1]}"
+        for section, key in (("data", "source"), ("data", "dataset"), ("model", "input_dims"))
+        if key in layered[section]
+    )
+    where = f" ({where})" if where else ""
+    try:
+        file = parse_source(data.source)
+        if model.input_dims:
+            parse_input_dims(model.input_dims)
+    except ConfigError as error:
+        raise ConfigError(f"{error}{where}") from None
+    if file is None and model.input_dims:
+        raise ConfigError(
+            f"model.input_dims={model.input_dims!r} is only for data.source files; the cached features of "
+            f"data.source=clips have their own sizes{where}"
+        )
+    kind = SOURCE_CLIPS if file is None else file[0]
+    if data.dataset in SOURCE_DATASETS[kind]:
+        return
+    if file is None:
+        kinds = [f"{kind}:PATH" for kind, datasets in SOURCE_DATASETS.items() if data.dataset in datasets]
+        raise ConfigError(
+            f"data.dataset={data.dataset!r} has no clips; it is read from a feature file, "
+            f"data.source={' or '.join(kinds)}{where}"
+        )
+    raise ConfigError(
+        f"data.source={data.source} holds data.dataset {_either(SOURCE_DATASETS[kind])}, "
+        f"not {data.dataset!r}{where}"
+    )
+
+
+def _either(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str], model_options: ModelOptions) -> ExperimentConfig:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from e2e.config import ExperimentConfig
+from e2e.config import SOURCE_CLIPS, ExperimentConfig
 from e2e.data.batch import Batch
 
 SPLITS = ("train", "valid", "test")
@@ -39,7 +39,12 @@ class DataBundle:
 def build_datasets(config: ExperimentConfig, inputs: str) -> DataBundle:
     """The three splits of ``config.data.data_dir``: :class:`e2e.data.dataset.EmotionDataset` for models that
     read raw inputs (``inputs="raw"``), :class:`e2e.data.feature_dataset.FeatureDataset` (standardised with
-    train's statistics) for models that read the two-stage features (``inputs="features"``)."""
+    train's statistics) for models that read the two-stage features (``inputs="features"``); those of a
+    ``data.source`` feature file (:mod:`e2e.data.benchmark_files`) where the config names one."""
+    if config.data.source != SOURCE_CLIPS:
+        from e2e.data.benchmark_files import build_file_datasets
+
+        return build_file_datasets(config)
     from e2e.data.dataset import EmotionDataset, label_counts  # heavy (media stack); only for real data
 
     data_dir = config.data.data_dir

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from e2e.config import bounded, fraction, non_negative, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import FidelityTable, PerDataset, Setting, bf16_setting
 from e2e.models.layers.encoders import sinusoidal_encoding
 from e2e.models.layers.sequence import SequenceModelConfig, modality_dims, padded_features
 from e2e.models.registry import register_model
@@ -509,13 +509,11 @@ FIDELITY = FidelityTable(
             why="the trainer's Adam weight decay is coupled L2 on every parameter, a different regulariser; "
             "the official decoupled decay shrinks weights by lr * 0.01 = 5e-7 per step, negligible",
         ),
-        Setting(
+        bf16_setting(
             "precision",
             False,
             f"{_MAIN} (fp32)",
-            "train.bf16",
-            improved=True,
-            why="improved: bf16 autocast on CUDA (faster); the contrastive loss and the queue stay fp32",
+            "improved: bf16 autocast on CUDA (faster); the contrastive loss and the queue stay fp32",
         ),
         Setting(
             "input normalisation, positions",

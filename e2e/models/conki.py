@@ -38,7 +38,7 @@ from torch import nn
 
 from e2e.config import non_negative, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import FidelityTable, Setting, bf16_setting, unread_setting
 from e2e.models.layers.losses import label_positives, supervised_contrastive
 from e2e.models.layers.sequence import (
     SequenceEncoder,
@@ -47,6 +47,7 @@ from e2e.models.layers.sequence import (
     mlp,
     modality_dims,
     padded_features,
+    unread_sequence_settings,
 )
 from e2e.models.registry import register_model
 
@@ -70,12 +71,6 @@ class ConKIConfig(SequenceModelConfig):
 
 _PAPER = "Yu et al., ConKI: Contrastive Knowledge Injection for Multimodal Sentiment Analysis, ACL Findings 2023"
 _SOURCE = "paper (no official code was found; its full text was not reachable when this table was written)"
-_UNREAD = "not read (see source)"
-_OURS = "our choice where the paper's value could not be read; to be checked against the paper"
-
-
-def _trained(setting: str, key: str, value) -> Setting:
-    return Setting(setting, _UNREAD, _SOURCE, key, paper=value, why=_OURS)
 
 
 FIDELITY = FidelityTable(
@@ -128,31 +123,14 @@ FIDELITY = FidelityTable(
             "rounded label (class, emotion set or integer sentiment)",
             why="open: the temperature and the rounding for classes (the labels are 0/1 already)",
         ),
-        _trained("contrastive loss weight", "model.aux_weight", 0.1),
-        _trained("knowledge-level weight", "model.knowledge_weight", 1.0),
-        _trained("modality-level weight", "model.modality_weight", 1.0),
-        _trained("sample-level weight", "model.sample_weight", 1.0),
-        _trained("adapter bottleneck reduction", "model.adapter_reduction", 4),
-        _trained("adapter layers", "model.adapter_layers", 2),
-        _trained("representation width", "model.d_model", 40),
-        _trained("encoder layers", "model.temporal_layers", 4),
-        _trained("attention heads", "model.temporal_heads", 8),
-        _trained("encoder FFN width", "model.temporal_ffn", 160),
-        _trained("dropout", "model.dropout", 0.1),
-        _trained("batch size", "data.batch_size", PerDataset({"iemocap": 32, "mosei": 64})),
-        _trained("learning rate (Adam)", "train.lr", 1e-3),
-        _trained("gradient clipping (max norm)", "train.grad_clip", 0.8),
-        _trained("epochs", "train.epochs", 40),
-        _trained("early-stop patience", "train.early_stop_patience", 8),
-        Setting(
-            "precision",
-            "fp32",
-            "paper (no mixed precision reported)",
-            "train.bf16",
-            paper=False,
-            improved=True,
-            why="improved: bf16 autocast on CUDA",
-        ),
+        unread_setting("contrastive loss weight", _SOURCE, "model.aux_weight", 0.1),
+        unread_setting("knowledge-level weight", _SOURCE, "model.knowledge_weight", 1.0),
+        unread_setting("modality-level weight", _SOURCE, "model.modality_weight", 1.0),
+        unread_setting("sample-level weight", _SOURCE, "model.sample_weight", 1.0),
+        unread_setting("adapter bottleneck reduction", _SOURCE, "model.adapter_reduction", 4),
+        unread_setting("adapter layers", _SOURCE, "model.adapter_layers", 2),
+        *unread_sequence_settings(_SOURCE),
+        bf16_setting("precision", "fp32", "paper (no mixed precision reported)", "improved: bf16 autocast on CUDA"),
     ),
 )
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from e2e.config import ModelConfig, fraction, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import FidelityTable, Setting
+from e2e.models.fidelity import FidelityTable, Setting, bf16_setting
 from e2e.models.layers.encoders import LateFusion
 from e2e.models.layers.sequence import modality_dims, padded_features
 from e2e.models.registry import register_model
@@ -178,14 +178,7 @@ FIDELITY = FidelityTable(
         Setting("gradient clipping (max norm)", 1.0, f"{_README} (--clip=1.0)", "train.grad_clip", why=_MOSEI_RUNS),
         Setting("epochs", 100, f"{_README} (-ep=100)", "train.epochs"),
         Setting("early-stop patience", 8, f"{_README} (--early-stop=8)", "train.early_stop_patience"),
-        Setting(
-            "precision",
-            False,
-            "official code (fp32, no autocast)",
-            "train.bf16",
-            improved=True,
-            why="improved: bf16 autocast on CUDA",
-        ),
+        bf16_setting("precision", False, "official code (fp32, no autocast)", "improved: bf16 autocast on CUDA"),
     ),
 )
 

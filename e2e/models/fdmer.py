@@ -34,9 +34,9 @@ from torch import nn
 
 from e2e.config import non_negative, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import OURS, UNREAD, FidelityTable, Setting, bf16_setting, unread_setting
 from e2e.models.layers.losses import hsic, reverse_gradient
-from e2e.models.layers.sequence import PooledTransformer, SequenceModelConfig, mlp
+from e2e.models.layers.sequence import PooledTransformer, SequenceModelConfig, mlp, unread_sequence_settings
 from e2e.models.layers.shared_private import SharedPrivate
 from e2e.models.registry import register_model
 
@@ -62,12 +62,6 @@ class FDMERConfig(SequenceModelConfig):
 
 _PAPER = "Yang et al., Disentangled Representation Learning for Multimodal Emotion Recognition, ACM MM 2022"
 _SOURCE = "paper (no official code is public; its full text was not reachable when this table was written)"
-_UNREAD = "not read (see source)"
-_OURS = "our choice where the paper's value could not be read; to be checked against the paper"
-
-
-def _trained(setting: str, key: str, value) -> Setting:
-    return Setting(setting, _UNREAD, _SOURCE, key, paper=value, why=_OURS)
 
 
 FIDELITY = FidelityTable(
@@ -130,38 +124,21 @@ FIDELITY = FidelityTable(
             paper="task + sum_k lambda_k L_k",
             why="fixed: the former code also multiplied the sum by aux_weight = 0.1, so each term acted at 0.01",
         ),
-        _trained("consistency weight", "model.consistency_weight", 0.1),
+        unread_setting("consistency weight", _SOURCE, "model.consistency_weight", 0.1),
         Setting(
             "disparity weight",
-            _UNREAD,
+            UNREAD,
             _SOURCE,
             "model.disparity_weight",
             paper=0.01,
-            why=f"{_OURS}; measured: at 0.1 the HSIC terms drive the private and common representations of the "
+            why=f"{OURS}; measured: at 0.1 the HSIC terms drive the private and common representations of the "
             "synthetic test batch to constants (HSIC is 0 for a constant) before the classifier learns "
             "(tests/e2e/models/test_feature_models.py); 0.01 is the value every constraint had before",
         ),
-        _trained("adversarial weight", "model.adversarial_weight", 0.1),
-        _trained("reconstruction weight", "model.reconstruction_weight", 0.1),
-        _trained("representation width", "model.d_model", 40),
-        _trained("encoder layers", "model.temporal_layers", 4),
-        _trained("attention heads", "model.temporal_heads", 8),
-        _trained("encoder FFN width", "model.temporal_ffn", 160),
-        _trained("dropout", "model.dropout", 0.1),
-        _trained("batch size", "data.batch_size", PerDataset({"iemocap": 32, "mosei": 64})),
-        _trained("learning rate (Adam)", "train.lr", 1e-3),
-        _trained("gradient clipping (max norm)", "train.grad_clip", 0.8),
-        _trained("epochs", "train.epochs", 40),
-        _trained("early-stop patience", "train.early_stop_patience", 8),
-        Setting(
-            "precision",
-            "fp32",
-            "paper (no mixed precision reported)",
-            "train.bf16",
-            paper=False,
-            improved=True,
-            why="improved: bf16 autocast on CUDA",
-        ),
+        unread_setting("adversarial weight", _SOURCE, "model.adversarial_weight", 0.1),
+        unread_setting("reconstruction weight", _SOURCE, "model.reconstruction_weight", 0.1),
+        *unread_sequence_settings(_SOURCE),
+        bf16_setting("precision", "fp32", "paper (no mixed precision reported)", "improved: bf16 autocast on CUDA"),
     ),
 )
 

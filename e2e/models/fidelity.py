@@ -77,11 +77,18 @@ class FidelityTable:
             raise ValueError(f"preset must be 'paper' or 'improved', got {name!r}")
         return {s.key: _for(s.paper_value if name == "paper" else s.improved_value, dataset) for s in self.keyed()}
 
+    def covers(self, dataset: str) -> bool:
+        """Whether every per-dataset value of the table has one for ``dataset``."""
+        values = [value for s in self.keyed() for value in (s.paper_value, s.improved_value)]
+        return all(dataset in value.values for value in values if isinstance(value, PerDataset))
+
     def record(self, config: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """What ``results.json`` keeps: the preset ``config`` (an ``ExperimentConfig.to_dict()``) matches and
         its deviations from the ``paper`` preset of its ``data.dataset``,
         ``{key: {"paper": value, "value": value}}``."""
         dataset = config["data"]["dataset"]
+        if not self.covers(dataset):  # e.g. MOSI read from a feature file: no preset of the table is for it
+            return {"preset": None, "deviations": None}
         paper = self.preset("paper", dataset)
         values = {key: _lookup(config, key) for key in paper}
         deviations = {
@@ -117,6 +124,21 @@ class FidelityTable:
             cells = (s.setting, key, _cell(s.official), s.source, _cell(s.paper_value), _cell(s.improved_value), s.why)
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
+
+
+UNREAD = "not read (see source)"
+OURS = "our choice where the paper's value could not be read; to be checked against the paper"
+
+
+def unread_setting(setting: str, source: str, key: str, value: Any) -> Setting:
+    """A row whose paper value could not be read (``source`` says why): our ``value`` in both presets."""
+    return Setting(setting, UNREAD, source, key, paper=value, why=OURS)
+
+
+def bf16_setting(setting: str, official: Any, source: str, why: str) -> Setting:
+    """The ``train.bf16`` row: fp32 in the paper / official code (``official`` as the table words it), so
+    off in the ``paper`` preset; bf16 autocast on CUDA in the ``improved`` one, for the reason ``why``."""
+    return Setting(setting, official, source, "train.bf16", paper=False, improved=True, why=why)
 
 
 def _lookup(config: dict[str, dict[str, Any]], key: str) -> Any:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from e2e.config import fraction, non_negative, positive
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import OURS, UNREAD, FidelityTable, PerDataset, Setting, bf16_setting, unread_setting
 from e2e.models.layers.crossmodal import CrossModalConfig, CrossModalTransformer, MulT, PreLNBlock
 from e2e.models.layers.losses import mmd
 from e2e.models.registry import register_model
@@ -71,8 +71,6 @@ _PAPER = (
 )
 _MULT = "MulT paper Table 5 (Tsai et al. 2019), which MICA keeps"
 _SOURCE = "paper (no official code is public; its full text was not reachable when this table was written)"
-_UNREAD = "not read (see source)"
-_OURS = "our choice where the paper's value could not be read; to be checked against the paper"
 
 FIDELITY = FidelityTable(
     "mica",
@@ -112,15 +110,13 @@ FIDELITY = FidelityTable(
         ),
         Setting(
             "alignment loss weight",
-            _UNREAD,
+            UNREAD,
             _SOURCE,
             "model.aux_weight",
             paper=0.1,
-            why=_OURS + "; the sum over layers is averaged over the cross-modal directions",
+            why=OURS + "; the sum over layers is averaged over the cross-modal directions",
         ),
-        Setting(
-            "element alignment weight (relative to MMD)", _UNREAD, _SOURCE, "model.element_weight", paper=1.0, why=_OURS
-        ),
+        unread_setting("element alignment weight (relative to MMD)", _SOURCE, "model.element_weight", 1.0),
         Setting(
             "tokens per MMD side",
             "all",
@@ -154,13 +150,11 @@ FIDELITY = FidelityTable(
             "train.early_stop_patience",
             why="0 = never stop early, as MulT",
         ),
-        Setting(
+        bf16_setting(
             "precision",
             False,
             "paper (no mixed precision reported)",
-            "train.bf16",
-            improved=True,
-            why="improved: bf16 autocast on CUDA (the alignment losses are computed in fp32)",
+            "improved: bf16 autocast on CUDA (the alignment losses are computed in fp32)",
         ),
     ),
 )

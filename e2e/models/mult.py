@@ -9,12 +9,12 @@ with MICA) with the official encoders; options: :class:`MulTConfig`, per-dataset
   the official code uses 1). The raw text features first pass ``embed_dropout`` (official
   ``MULTModel.forward``). The convolution's zero padding at the ends equals the zero padding of
   shorter utterances in a batch, so a valid step never sees batch padding.
-* **Encoders** (official ``TransformerEncoder``): every cross-modal transformer and every memory
-  embeds its own inputs: states times sqrt(width), plus fairseq's sinusoidal positions
-  (:func:`official_positions`), then ``embed_dropout`` — on the queries and, drawn separately, on the
-  keys and on the values of the source. Then pre-LN blocks (:class:`MulTBlock`: one LayerNorm for
-  queries, keys and values; attention dropout; residual dropout after the attention and after the
-  FFN; ReLU dropout inside the 4-wide FFN) and a final LayerNorm.
+* **Encoders** (official ``TransformerEncoder``, :mod:`e2e.models.layers.mult_transformer`): every
+  cross-modal transformer and every memory embeds its own inputs: states times sqrt(width), plus
+  fairseq's sinusoidal positions (``official_positions``), then ``embed_dropout`` — on the queries
+  and, drawn separately, on the keys and on the values of the source. Then pre-LN blocks
+  (``MulTBlock``: one LayerNorm for queries, keys and values; attention dropout; residual dropout
+  after the attention and after the FFN; ReLU dropout inside the 4-wide FFN) and a final LayerNorm.
 * **Attention dropout by source** (official ``get_network``): ``dropout`` (official ``attn_dropout``)
   where the source is text and in the memories, ``attn_dropout_a`` where it is audio,
   ``attn_dropout_v`` where it is visual.
@@ -32,16 +32,15 @@ with MICA) with the official encoders; options: :class:`MulTConfig`, per-dataset
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from e2e.config import UsageError, fraction, positive
 from e2e.data.batch import Batch
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import FidelityTable, PerDataset, Setting, bf16_setting
 from e2e.models.layers.crossmodal import CrossModalConfig, MulT
+from e2e.models.layers.mult_transformer import Dropouts, MulTEncoder
 from e2e.models.layers.sequence import padded_features
 from e2e.models.registry import register_model
 
@@ -193,13 +192,11 @@ FIDELITY = FidelityTable(
             "after 20 epochs without a better valid loss",
         ),
         Setting("weight decay", 0.0, "official src/train.py (Adam defaults)", "train.weight_decay"),
-        Setting(
+        bf16_setting(
             "bf16 autocast on CUDA",
             False,
             "official code (fp32)",
-            "train.bf16",
-            improved=True,
-            why="improved: less activation memory and faster steps on GPUs with bf16, as for FE2E / MESM",
+            "improved: less activation memory and faster steps on GPUs with bf16, as for FE2E / MESM",
         ),
         Setting(
             "embedding at every encoder",
@@ -265,110 +262,24 @@ FIDELITY = FidelityTable(
 )
 
 
-def official_positions(steps: int, width: int, device=None) -> torch.Tensor:
-    """fairseq's sinusoidal embedding of positions 1..``steps``, ``(steps, width)``: the first half of
-    the channels sines, the second half cosines (a zero channel last if ``width`` is odd)."""
-    half = width // 2
-    rate = math.log(10000.0) / max(half - 1, 1)
-    frequency = torch.exp(torch.arange(half, device=device, dtype=torch.float32) * -rate)
-    angles = torch.arange(1, steps + 1, device=device, dtype=torch.float32)[:, None] * frequency
-    encoding = torch.cat([angles.sin(), angles.cos()], dim=1)
-    return nn.functional.pad(encoding, (0, width % 2))
-
-
-def blocked_keys(query_padding: torch.Tensor, key_padding: torch.Tensor, future: bool) -> torch.Tensor:
-    """``(B, L_q, L_k)``, True where a query may not attend: padded keys and, with ``future``, key steps
-    ``j > i + |L_k - L_q|`` of query step ``i`` (the official future mask on each utterance's lengths)."""
-    blocked = key_padding[:, None, :].expand(-1, query_padding.shape[1], -1)
-    if not future:
-        return blocked
-    offset = ((~key_padding).sum(1) - (~query_padding).sum(1)).abs()
-    query_steps = torch.arange(query_padding.shape[1], device=offset.device)[None, :, None]
-    key_steps = torch.arange(key_padding.shape[1], device=offset.device)[None, None, :]
-    return blocked | (key_steps > query_steps + offset[:, None, None])
-
-
-def xavier_linear(in_features: int, out_features: int) -> nn.Linear:
-    layer = nn.Linear(in_features, out_features)
-    nn.init.xavier_uniform_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-class MulTBlock(nn.Module):
-    """The official pre-LN encoder layer: ``x + res_drop(Attn(LN(x), LN(keys), LN(values)))``, then
-    ``x + res_drop(fc2(relu_drop(relu(fc1(LN'(x))))))``; self-attention when ``keys`` is None."""
-
-    def __init__(self, width: int, config: MulTConfig, attention_dropout: float):
-        super().__init__()
-        ffn = config.temporal_ffn * width // config.d_model
-        self.norm_attention, self.norm_ffn = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = nn.MultiheadAttention(
-            width, config.temporal_heads, dropout=attention_dropout, batch_first=True
-        )
-        nn.init.xavier_uniform_(self.attention.out_proj.weight)
-        self.fc1, self.fc2 = xavier_linear(width, ffn), xavier_linear(ffn, width)
-        self.relu_dropout, self.res_dropout = nn.Dropout(config.relu_dropout), nn.Dropout(config.res_dropout)
-
-    def forward(
-        self, states: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None, blocked: torch.Tensor
-    ) -> torch.Tensor:
-        queries = self.norm_attention(states)
-        if keys is None:
-            keys = values = queries
-        else:
-            keys, values = self.norm_attention(keys), self.norm_attention(values)
-        update, _ = self.attention(queries, keys, values, attn_mask=blocked, need_weights=False)
-        states = states + self.res_dropout(update)
-        hidden = self.relu_dropout(torch.relu(self.fc1(self.norm_ffn(states))))
-        return states + self.res_dropout(self.fc2(hidden))
-
-
-class MulTEncoder(nn.Module):
-    """The official ``TransformerEncoder``: embeds its inputs (scale, positions, dropout), runs its
-    blocks and a final LayerNorm; cross-modal when given a source, self-attention otherwise."""
+class ConfiguredEncoder(MulTEncoder):
+    """MulT's official encoder with its sizes and dropouts from :class:`MulTConfig`."""
 
     def __init__(self, width: int, layers: int, config: MulTConfig, attention_dropout: float):
-        super().__init__()
-        self.width, self.heads, self.future = width, config.temporal_heads, config.attn_mask
-        self.dropout = nn.Dropout(config.embed_dropout)
-        self.blocks = nn.ModuleList(MulTBlock(width, config, attention_dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(width)
-
-    def embed(self, states: torch.Tensor) -> torch.Tensor:
-        positions = official_positions(states.shape[1], self.width, states.device).to(states.dtype)
-        return self.dropout(states * math.sqrt(self.width) + positions)
-
-    def encode(
-        self,
-        states: torch.Tensor,
-        padding: torch.Tensor,
-        source: torch.Tensor | None = None,
-        source_padding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``(B, L, width)`` states of the queries ``states`` after attending to ``source`` (or themselves)."""
-        keys = values = None
-        if source is None:
-            source_padding = padding
-        else:
-            keys, values = self.embed(source), self.embed(source)  # two dropout draws, as officially
-        blocked = blocked_keys(padding, source_padding, self.future).repeat_interleave(self.heads, dim=0)
-        states = self.embed(states)
-        for block in self.blocks:
-            states = block(states, keys, values, blocked)
-        return self.norm(states)
+        dropouts = Dropouts(attention_dropout, config.relu_dropout, config.res_dropout, config.embed_dropout)
+        ffn = config.temporal_ffn * width // config.d_model
+        super().__init__(width, layers, config.temporal_heads, ffn, dropouts, future=config.attn_mask)
 
 
-class CrossModalEncoder(MulTEncoder):
+class CrossModalEncoder(ConfiguredEncoder):
     def forward(
         self, target: torch.Tensor, target_padding: torch.Tensor, source: torch.Tensor, source_padding: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self.encode(target, target_padding, source, source_padding), []
 
 
-class MemoryEncoder(MulTEncoder):
-    def forward(self, states: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        return self.encode(states, padding)
+class MemoryEncoder(ConfiguredEncoder):
+    """A target's self-attention memory: ``forward(states, padding)``."""
 
 
 class MulTModel(MulT):

@@ -113,8 +113,15 @@ def build_model(config: ModelConfig, class_names: Sequence[str]) -> nn.Module:
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """A config file (layered over its ``base:`` files) plus ``--set`` overrides, checked against the
-    chosen model's registered options and tasks; see :mod:`e2e.config`."""
-    return check_task(config_module.load_config(path, overrides, model_options), str(path or "config"))
+    chosen model's registered options and tasks; see :mod:`e2e.config`. A ``data.source`` file is read
+    to record its feature sizes (``model.input_dims``, :func:`e2e.data.benchmark_files.with_file_dims`)."""
+    source = str(path or "config")
+    config = check_task(config_module.load_config(path, overrides, model_options), source)
+    if config.data.source == config_module.SOURCE_CLIPS:
+        return config
+    from e2e.data.benchmark_files import with_file_dims  # reads the file; only for file sources
+
+    return with_file_dims(config, source, model_inputs(config.model.name))
 
 
 def models_for_task(task: str) -> list[str]:

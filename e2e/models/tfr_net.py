@@ -11,9 +11,11 @@ Multimodal Sentiment Analysis"), on two-stage features. The ``paper`` preset fol
 * **Alignment**: per modality a bias-free temporal convolution to ``d_model``, an intra-modal
   transformer (``intra_layers``) and, for every other modality, a cross-modal transformer
   (``temporal_layers``) in which it queries that modality; the streams are concatenated
-  (``M * d_model`` wide). Every transformer is the official pre-LN encoder: input scaled by sqrt(width)
-  plus sinusoidal positions, embedding dropout, a causal mask (``causal_attention``, the official
-  ``attn_mask``), a final LayerNorm; batch padding is masked.
+  (``M * d_model`` wide). Every transformer is the official one, MulT's encoder
+  (:mod:`e2e.models.layers.mult_transformer`): queries and source scaled by sqrt(width) plus
+  fairseq's sinusoidal positions (from 1, sines then cosines), embedding dropout drawn separately for
+  queries, keys and values, pre-LN blocks with Xavier-initialised attention and FFN, a causal mask
+  (``causal_attention``, the official ``attn_mask``), a final LayerNorm; batch padding is masked.
 * **Reconstruction**: a transformer over time (``temporal_axis_layers``, no positions) on the
   concatenated streams, then one linear layer per modality predicts the complete (standardised)
   features. Loss per modality on the dropped steps: SmoothL1 averaged over their elements plus
@@ -28,7 +30,6 @@ Multimodal Sentiment Analysis"), on two-stage features. The ``paper`` preset fol
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 
@@ -37,10 +38,10 @@ from torch import nn
 
 from e2e.config import fraction, non_negative, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import FidelityTable, PerDataset, Setting
+from e2e.models.fidelity import FidelityTable, PerDataset, Setting, bf16_setting
 from e2e.models.layers.crossmodal import temporal_convolution
-from e2e.models.layers.encoders import sinusoidal_encoding
 from e2e.models.layers.losses import cmd, masked_smooth_l1
+from e2e.models.layers.mult_transformer import Dropouts, MulTEncoder
 from e2e.models.layers.sequence import SequenceModelConfig, modality_dims, padded_features
 from e2e.models.registry import register_model
 
@@ -240,13 +241,11 @@ FIDELITY = FidelityTable(
             why="our trainer has no plateau schedule; officially both count valid-loss epochs, so the first "
             "reduction comes at the earliest in the epoch in which early stopping ends the run",
         ),
-        Setting(
+        bf16_setting(
             "bf16 autocast on CUDA",
             False,
             "official code (fp32)",
-            "train.bf16",
-            improved=True,
-            why="improved: bf16 autocast on CUDA for speed; CPU runs are fp32 either way",
+            "improved: bf16 autocast on CUDA for speed; CPU runs are fp32 either way",
         ),
         Setting(
             "text encoder",
@@ -286,6 +285,26 @@ FIDELITY = FidelityTable(
             f"{TFR_OFFICIAL}/alignment.py, fusion.py",
             paper="padding masked in attention, GRUs packed, max-pool over valid steps",
             why="batch padding is an artefact of batching; results must not depend on it",
+        ),
+        Setting(
+            "positions",
+            "fairseq sinusoids: sin half then cos half, positions from 1; zero where a state's first channel is 0",
+            f"{MMSA_TRANSFORMER}, position_embedding.py (SinusoidalPositionalEmbedding, padding_idx 0)",
+            paper="the same sinusoids for every step, positions from 1",
+            why="fairseq's padding detection by value: officially it zeroes the positions of the audio / visual "
+            "zero padding (a bias-free convolution of zeros), which our masks handle; a valid step's first "
+            "channel is 0 only by chance, except our zeroed dropped text steps (kernel 1), which the official "
+            "code feeds to BERT as UNK tokens, so they keep their positions there as here",
+        ),
+        Setting(
+            "embedding dropout on the source",
+            "drawn separately for the keys and the values",
+            f"{MMSA_TRANSFORMER} (TransformerEncoder.forward: x_k, x_v)",
+        ),
+        Setting(
+            "initialisation",
+            "Xavier-uniform attention (in / out projections) and FFN (fc1, fc2) weights, zero biases",
+            f"{MMSA_TRANSFORMER} (Linear), multihead_attention.py (reset_parameters)",
         ),
         Setting(
             "task loss",
@@ -328,68 +347,17 @@ def random_step_mask(padding: torch.Tensor, rate: float, generator: torch.Genera
     return (ranks < counts[:, None]) & valid
 
 
-def causal_mask(padding: torch.Tensor, source_padding: torch.Tensor) -> torch.Tensor:
-    """(B, Lq, Lk) bool, True = blocked: the official future mask on each utterance's lengths, query step i
-    sees key steps j <= i + |n_k - n_q| (self-attention: j <= i)."""
-    offset = ((~source_padding).sum(1) - (~padding).sum(1)).abs()
-    steps = torch.arange(source_padding.shape[1], device=padding.device)[None, :]
-    steps = steps - torch.arange(padding.shape[1], device=padding.device)[:, None]
-    return steps[None] > offset[:, None, None]
-
-
-class Block(nn.Module):
-    """The official pre-LN block: one LayerNorm normalises the query and (cross-modal) the source."""
-
-    def __init__(self, width: int, config: TFRNetConfig, attention_dropout: float):
-        super().__init__()
-        ffn = config.temporal_ffn * width // config.d_model
-        self.norm_attention, self.norm_ffn = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = nn.MultiheadAttention(
-            width, config.temporal_heads, dropout=attention_dropout, batch_first=True
-        )
-        self.ffn = nn.Sequential(
-            nn.Linear(width, ffn), nn.ReLU(), nn.Dropout(config.relu_dropout), nn.Linear(ffn, width)
-        )
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, states, source, source_padding, attention_mask):
-        queries = self.norm_attention(states)
-        keys = queries if source is None else self.norm_attention(source)
-        update, _ = self.attention(
-            queries, keys, keys, key_padding_mask=source_padding, attn_mask=attention_mask, need_weights=False
-        )
-        states = states + self.dropout(update)
-        return states + self.dropout(self.ffn(self.norm_ffn(states)))
-
-
-class Encoder(nn.Module):
-    """The official transformer encoder: input (and source) scaled by sqrt(width), plus sinusoidal
-    positions when ``positions``, embedding dropout, ``layers`` blocks, a final LayerNorm. Without a
-    source it is a self-attention encoder."""
-
-    def __init__(self, width: int, layers: int, config: TFRNetConfig, attention_dropout: float, positions: bool):
-        super().__init__()
-        self.positions, self.causal, self.heads = positions, config.causal_attention, config.temporal_heads
-        self.embed_dropout = nn.Dropout(config.embed_dropout)
-        self.blocks = nn.ModuleList(Block(width, config, attention_dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(width)
-
-    def embed(self, states: torch.Tensor) -> torch.Tensor:
-        states = states * math.sqrt(states.shape[-1])
-        if self.positions:
-            states = states + sinusoidal_encoding(states.shape[1], states.shape[2], states.device)
-        return self.embed_dropout(states)
-
-    def forward(self, states, padding, source=None, source_padding=None):
-        states = self.embed(states)
-        source = None if source is None else self.embed(source)
-        key_padding = padding if source is None else source_padding
-        attention_mask = None
-        if self.causal:  # one (Lq, Lk) mask per utterance and head, as MultiheadAttention takes them
-            attention_mask = causal_mask(padding, key_padding).repeat_interleave(self.heads, dim=0)
-        for block in self.blocks:
-            states = block(states, source, key_padding, attention_mask)
-        return self.norm(states)
+def official_encoder(
+    width: int, layers: int, config: TFRNetConfig, attention_dropout: float, positions: bool
+) -> MulTEncoder:
+    """The official transformer encoder (MulT's, :mod:`e2e.models.layers.mult_transformer`) with TFR-Net's
+    sizes and dropouts: ``dropout`` is the residual dropout (the official ``res_dropout``), the future
+    mask follows ``causal_attention``; without a source it is a self-attention encoder."""
+    dropouts = Dropouts(attention_dropout, config.relu_dropout, config.dropout, config.embed_dropout)
+    ffn = config.temporal_ffn * width // config.d_model
+    return MulTEncoder(
+        width, layers, config.temporal_heads, ffn, dropouts, future=config.causal_attention, positions=positions
+    )
 
 
 class CGate(nn.Module):
@@ -439,11 +407,11 @@ class TFRNet(nn.Module):
             {m: temporal_convolution(dim, d, config.conv_kernel(m)) for m, dim in dims.items()}
         )
         self.intra = nn.ModuleDict(
-            {m: Encoder(d, config.intra_layers, config, config.attn_dropout, positions=True) for m in dims}
+            {m: official_encoder(d, config.intra_layers, config, config.attn_dropout, positions=True) for m in dims}
         )
         self.crossmodal = nn.ModuleDict(
             {
-                f"{source}_to_{target}": Encoder(
+                f"{source}_to_{target}": official_encoder(
                     d, config.temporal_layers, config, config.source_attention_dropout(source), positions=True
                 )
                 for target in dims
@@ -452,7 +420,10 @@ class TFRNet(nn.Module):
             }
         )
         self.temporal_axis = nn.ModuleDict(
-            {m: Encoder(width, config.temporal_axis_layers, config, config.attn_dropout, positions=False) for m in dims}
+            {
+                m: official_encoder(width, config.temporal_axis_layers, config, config.attn_dropout, positions=False)
+                for m in dims
+            }
         )
         self.reconstruct = nn.ModuleDict({m: nn.Linear(width, dim) for m, dim in dims.items()})
         self.fusion = nn.ModuleDict(

@@ -20,6 +20,13 @@ on [-2, 2] (numpy rounding: halves to even); ``acc2_has0`` / ``f1_has0`` = accur
 (pred >= 0) vs (truth >= 0) over all utterances; ``acc2_non0`` / ``f1_non0`` = the same over the
 utterances with truth != 0, with (pred > 0) vs (truth > 0).
 
+**MulT's IEMOCAP** (``iemocap4``: four one-vs-rest emotions read from MulT's ``iemocap_data.pkl``):
+the emotion metrics above plus MulT's own, per emotion accuracy and weighted F1 of the thresholdless
+decision (:func:`with_mult_binary_metrics`).
+
+**CH-SIMS sentiment** (scores in [-1, 1], from MMSA's files): MMSA's ``__eval_sims_regression``, see
+:func:`sims_sentiment_metrics`.
+
 **VAD** (IEMOCAP, three dimensions on the annotation scale 1-5, not normalised): per dimension
 ``mae`` and the concordance correlation coefficient ``ccc`` = 2 cov(p, t) / (var p + var t +
 (mean p - mean t)^2) (population moments), and their means over the dimensions.
@@ -52,12 +59,15 @@ THRESHOLD_GRID = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
 _MAIN_METRICS = {
     ("emotion", "iemocap"): ("acc", "f1"),  # the paper's headline metrics, per-class averages
     ("emotion", "mosei"): ("wacc", "f1"),
+    ("emotion", "iemocap4"): ("mult_acc", "mult_f1"),  # MulT's per-emotion binary Acc / weighted F1
     ("sentiment", "mosei"): ("acc2_non0", "f1_non0", "mae", "corr", "acc7"),
+    ("sentiment", "mosi"): ("acc2_non0", "f1_non0", "mae", "corr", "acc7"),
+    ("sentiment", "sims"): ("acc2", "f1", "mae", "corr", "acc5"),
     ("vad", "iemocap"): ("mae", "ccc"),
 }
 # early stopping: (valid metric, higher is better)
 _SELECTION = {"emotion": ("f1", True), "sentiment": ("mae", False), "vad": ("ccc", True)}
-_SINGLE_LABEL = {"iemocap": True, "mosei": False}  # IEMOCAP: one-hot; MOSEI: multi-hot
+_SINGLE_LABEL = {"iemocap": True, "mosei": False, "iemocap4": False}  # one-hot; multi-hot; one-vs-rest
 _BINARY_METRICS = ("acc", "precision", "recall", "f1", "auc", "wacc")
 
 
@@ -104,14 +114,17 @@ class Scoring:
     def metrics(self, outputs: np.ndarray, labels: np.ndarray, thresholds: Sequence[float] | None) -> dict:
         """The task's metrics of ``outputs`` (logits or predictions, (N, C)) against ``labels``."""
         if self.task == "sentiment":
-            return sentiment_metrics(outputs, labels)
+            return (sims_sentiment_metrics if self.dataset == "sims" else sentiment_metrics)(outputs, labels)
         if self.task == "vad":
             return vad_metrics(outputs, labels, self.class_names)
         if thresholds is None:
             raise UsageError("emotion metrics need the valid-tuned thresholds, got none")
-        return compute_metrics(
+        result = compute_metrics(
             outputs, labels, thresholds, self.class_names, is_single_label(self.dataset), pos_weight=self.pos_weight
         )
+        if self.dataset == "iemocap4":
+            result = with_mult_binary_metrics(result, outputs, labels, self.class_names, self.pos_weight)
+        return result
 
 
 def choose_thresholds(logits: np.ndarray, labels: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
@@ -169,6 +182,31 @@ def compute_metrics(
     return result
 
 
+def with_mult_binary_metrics(
+    result: dict, logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str], pos_weight: Sequence[float] | None
+) -> dict:
+    """``result`` (of :func:`compute_metrics`) plus MulT's IEMOCAP metrics (``eval_iemocap`` in its
+    ``src/eval_metrics.py``): per emotion, the accuracy and weighted F1 of the argmax of a two-way output,
+    and their means (``mult_acc``, ``mult_f1``), with no threshold.
+
+    Our one logit per emotion plays the two-way output's difference, so its argmax is ``logit > 0``
+    (a tie goes to the negative, as numpy's argmax does), taken after removing the weighted loss's prior
+    (``logit - log pos_weight``, see the module docstring; MulT trains an unweighted cross-entropy)."""
+    logits, labels = _as_arrays(logits, labels)
+    shift = np.zeros(logits.shape[1]) if pos_weight is None else np.log(np.asarray(pos_weight, dtype=float))
+    predicted = logits - shift > 0
+    per_class = {}
+    for c, name in enumerate(class_names):
+        per_class[name] = {
+            "mult_acc": float(accuracy_score(labels[:, c], predicted[:, c])),
+            "mult_f1": _weighted_f1(labels[:, c], predicted[:, c]),
+        }
+        result["per_class"][name].update(per_class[name])
+    for key in ("mult_acc", "mult_f1"):
+        result[key] = _mean([per_class[name][key] for name in class_names])
+    return result
+
+
 def unbiased_argmax(logits: np.ndarray, pos_weight: Sequence[float] | None) -> np.ndarray:
     """Per row, the class maximising ``logit_c - log(pos_weight_c)``: the weighted loss's prior removed."""
     if pos_weight is None:
@@ -196,6 +234,34 @@ def sentiment_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:
         "acc2_non0": float(accuracy_score(truth[non0] > 0, predictions[non0] > 0)) if non0.any() else float("nan"),
         "f1_non0": _weighted_f1(truth[non0] > 0, predictions[non0] > 0) if non0.any() else float("nan"),
     }
+
+
+SIMS_EDGES = {  # MMSA's __eval_sims_regression: class i holds the values in (edges[i], edges[i + 1]]
+    "acc2": (-1.01, 0.0, 1.01),
+    "acc3": (-1.01, -0.1, 0.1, 1.01),
+    "acc5": (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
+}
+
+
+def sims_sentiment_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict:
+    """CH-SIMS sentiment metrics of (N, 1) predictions against (N, 1) scores in [-1, 1]: MMSA's
+    ``__eval_sims_regression``, which clips both sides to [-1, 1] first (so ``mae`` and ``corr`` are of the
+    clipped values), ``acc2`` / ``acc3`` / ``acc5`` the accuracy of the classes of :data:`SIMS_EDGES`,
+    ``f1`` the weighted F1 of the two classes."""
+    predictions, truth = _regression_arrays(predictions, truth, 1)
+    predictions, truth = np.clip(predictions[:, 0], -1.0, 1.0), np.clip(truth[:, 0], -1.0, 1.0)
+    classes = {
+        name: (np.searchsorted(edges, predictions, side="left"), np.searchsorted(edges, truth, side="left"))
+        for name, edges in SIMS_EDGES.items()
+    }
+    result = {
+        "n": int(len(truth)),
+        "mae": float(np.mean(np.abs(predictions - truth))),
+        "corr": pearson(predictions, truth),
+    }
+    result.update({name: float(np.mean(p == t)) for name, (p, t) in classes.items()})
+    result["f1"] = _weighted_f1(classes["acc2"][1], classes["acc2"][0])
+    return result
 
 
 def vad_metrics(predictions: np.ndarray, truth: np.ndarray, dimensions: Sequence[str]) -> dict:

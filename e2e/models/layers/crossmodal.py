@@ -118,6 +118,16 @@ class SelfAttentionTransformer(BlockStack):
         return self.norm(states)
 
 
+def future_mask(query_padding: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
+    """``(B, L_q, L_k)`` bool, True = blocked: MulT's official future mask (``buffered_future_mask``) on each
+    utterance's own lengths, query step ``i`` sees key steps ``j <= i + |L_k - L_q|`` (self-attention:
+    ``j <= i``). TFR-Net's official code uses the same transformer."""
+    offset = ((~key_padding).sum(1) - (~query_padding).sum(1)).abs()
+    query_steps = torch.arange(query_padding.shape[1], device=offset.device)[None, :, None]
+    key_steps = torch.arange(key_padding.shape[1], device=offset.device)[None, None, :]
+    return key_steps > query_steps + offset[:, None, None]
+
+
 def temporal_convolution(in_features: int, d_model: int, kernel: int) -> nn.Conv1d:
     """Bias-free 1-D convolution to ``d_model`` that keeps the sequence length (hence odd kernels only)."""
     if kernel % 2 == 0:

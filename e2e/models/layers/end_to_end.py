@@ -17,7 +17,7 @@ from torch import nn
 
 from e2e.config import ModelConfig, parse_modalities, positive
 from e2e.data.batch import Batch, ModelOutput
-from e2e.models.fidelity import Setting
+from e2e.models.fidelity import Setting, bf16_setting
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn, flat_size
 from e2e.models.layers.encoders import (
     LateFusion,
@@ -128,6 +128,29 @@ MESM_PAPER = (
 _README = "official README, train command"
 
 
+def mesm_repository_settings(readme: str, loss_file: str, bf16_why: str) -> tuple[Setting, ...]:
+    """The precision, seed, loss and threshold rows every model of the MESM repository shares: ``readme`` is
+    the README command that sets the loss, ``loss_file`` the official file computing it, ``bf16_why`` the
+    reason for bf16 in the ``improved`` preset."""
+    return (
+        bf16_setting("bf16 autocast on CUDA", False, "official code (PyTorch 1.6, fp32 throughout)", bf16_why),
+        Setting("seed", 0, "official src/cli.py (default)", "train.seed"),
+        Setting(
+            "loss",
+            "BCE with logits, pos_weight = neg/pos per class",
+            f"{readme} (--loss=bce); official {loss_file}",
+            why="same",
+        ),
+        Setting(
+            "decision thresholds",
+            "per class on valid (the --test mode tuned them on test)",
+            "official src/evaluate.py",
+            paper="per class on valid, never on test",
+            why="tuning on test leaks the test labels",
+        ),
+    )
+
+
 def end_to_end_settings(batch_size: int) -> tuple[Setting, ...]:
     """The fidelity rows FE2E and MESM share (the paper's training command differs only in batch size)."""
     return (
@@ -176,27 +199,10 @@ def end_to_end_settings(batch_size: int) -> tuple[Setting, ...]:
         Setting("gradient clipping", 0.0, "official src/cli.py (-cl -1 = off)", "train.grad_clip"),
         Setting("epochs", 40, f"{_README} (-ep=40)", "train.epochs"),
         Setting("early-stop patience (mean valid F1)", 6, f"{_README} (--early-stop=6)", "train.early_stop_patience"),
-        Setting(
-            "bf16 autocast on CUDA",
-            False,
-            "official code (PyTorch 1.6, fp32 throughout)",
-            "train.bf16",
-            improved=True,
-            why="improved: about half the activation memory and faster on GPUs with bf16",
-        ),
-        Setting("seed", 0, "official src/cli.py (default)", "train.seed"),
-        Setting(
-            "loss",
-            "BCE with logits, pos_weight = neg/pos per class",
-            f"{_README} (--loss=bce); official src/trainers/emotiontrainer.py",
-            why="same",
-        ),
-        Setting(
-            "decision thresholds",
-            "per class on valid (the --test mode tuned them on test)",
-            "official src/evaluate.py",
-            paper="per class on valid, never on test",
-            why="tuning on test leaks the test labels",
+        *mesm_repository_settings(
+            _README,
+            "src/trainers/emotiontrainer.py",
+            "improved: about half the activation memory and faster on GPUs with bf16",
         ),
         Setting(
             "face crops",

@@ -14,6 +14,7 @@ from torch import nn
 from e2e.data.batch import Batch, ModelOutput
 from e2e.models.fidelity import Setting
 from e2e.models.layers.encoders import LateFusion
+from e2e.models.layers.end_to_end import mesm_repository_settings
 from e2e.models.layers.sequence import padded_features
 
 FusionInit = Literal["torch", "average"]  # torch: nn.Linear's default (official); average: every weight 1/M
@@ -130,26 +131,5 @@ def late_fusion_settings(model: str, command: str) -> tuple[Setting, ...]:
         ),
         Setting("epochs", 60, f"{readme} (-ep=60)", "train.epochs", why=same_for_mosei),
         Setting("early-stop patience (mean valid F1)", 8, f"{readme} (--early-stop=8)", "train.early_stop_patience"),
-        Setting(
-            "bf16 autocast on CUDA",
-            False,
-            "official code (PyTorch 1.6, fp32 throughout)",
-            "train.bf16",
-            improved=True,
-            why="improved: faster on GPUs with bf16",
-        ),
-        Setting("seed", 0, "official src/cli.py (default)", "train.seed"),
-        Setting(
-            "loss",
-            "BCE with logits, pos_weight = neg/pos per class",
-            f"{readme} (--loss=bce); official main.py",
-            why="same",
-        ),
-        Setting(
-            "decision thresholds",
-            "per class on valid (the --test mode tuned them on test)",
-            "official src/evaluate.py",
-            paper="per class on valid, never on test",
-            why="tuning on test leaks the test labels",
-        ),
+        *mesm_repository_settings(readme, "main.py", "improved: faster on GPUs with bf16"),
     )

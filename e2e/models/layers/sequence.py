@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from e2e.config import ModelConfig, parse_modalities, positive
+from e2e.config import ModelConfig, parse_input_dims, parse_modalities, positive
 from e2e.data.batch import Batch, ModelOutput
 from e2e.data.sequences import feature_dims
+from e2e.models.fidelity import PerDataset, Setting, unread_setting
 from e2e.models.layers.encoders import pad_packed, sinusoidal_encoding
 
 
@@ -37,6 +38,24 @@ class SequenceModelConfig(FeatureModelConfig):
     temporal_ffn: int = positive(2048)  # feed-forward width of each transformer layer
 
 
+def unread_sequence_settings(source: str) -> tuple[Setting, ...]:
+    """Fidelity rows for the encoder sizes and training of a :class:`SequenceModelConfig` model whose paper's
+    values could not be read (``source`` says why): the choices FDMER and ConKI share."""
+    rows = (
+        ("representation width", "model.d_model", 40),
+        ("encoder layers", "model.temporal_layers", 4),
+        ("attention heads", "model.temporal_heads", 8),
+        ("encoder FFN width", "model.temporal_ffn", 160),
+        ("dropout", "model.dropout", 0.1),
+        ("batch size", "data.batch_size", PerDataset({"iemocap": 32, "mosei": 64})),
+        ("learning rate (Adam)", "train.lr", 1e-3),
+        ("gradient clipping (max norm)", "train.grad_clip", 0.8),
+        ("epochs", "train.epochs", 40),
+        ("early-stop patience", "train.early_stop_patience", 8),
+    )
+    return tuple(unread_setting(setting, source, key, value) for setting, key, value in rows)
+
+
 def padded_features(batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, L, D)`` zero-padded feature sequence of ``modality`` and its padding mask (True = padding)."""
     return pad_packed(*batch.features(modality))
@@ -49,8 +68,9 @@ def masked_mean(sequence: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
 
 
 def modality_dims(config: ModelConfig) -> dict[str, int]:
-    """Input feature size of each modality the model uses, in canonical order (t, a, v)."""
-    dims = feature_dims(config.text_model)
+    """Input feature size of each modality the model uses, in canonical order (t, a, v): those of a
+    ``data.source`` file where ``config.input_dims`` records them, else those of our cached features."""
+    dims = parse_input_dims(config.input_dims) if config.input_dims else feature_dims(config.text_model)
     return {modality: dims[modality] for modality in parse_modalities(config.modalities)}
 
 

@@ -11,8 +11,9 @@ import torch
 from e2e.data.batch import Batch
 from e2e.models import build_model
 from e2e.models.layers.crossmodal import last_valid
+from e2e.models.layers.mult_transformer import MulTBlock, blocked_keys, official_positions
 from e2e.models.layers.sequence import padded_features
-from e2e.models.mult import MemoryEncoder, MulTBlock, blocked_keys, official_positions
+from e2e.models.mult import MemoryEncoder
 from tests.helpers.features import feature_batch, small_config
 
 CLASS_NAMES = list("abcdef")

@@ -1,7 +1,5 @@
 """MESM's sparse path: top-p selection, site bookkeeping, both backends against dense references."""
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,23 +8,7 @@ from e2e.models.layers import sparse_conv  # the e2e package's compat shim runs 
 from e2e.models.layers.cnn import MesmVGG
 from e2e.models.layers.sparse import SparseBlock, SparseCNN, masked_dense_block, top_p_mask
 from e2e.models.layers.sparse_conv import SubmanifoldRules, _SubmConv3x3, all_sites, densify, sparse_tensor
-
-BACKENDS = [
-    pytest.param("spconv", marks=pytest.mark.skipif(sparse_conv.spconv is None, reason="spconv not installed")),
-    "torch",
-]
-
-
-@contextmanager
-def threads_for(backend: str):
-    """spconv's CPU kernels are only correct single-threaded (see e2e.models.layers.sparse)."""
-    threads = torch.get_num_threads()
-    if backend == "spconv":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from tests.helpers.sparse import BACKENDS, threads_for
 
 
 def keep(probs, p, active=None):

@@ -1,35 +1,16 @@
 """MESM's sparse blocks under autocast: float32 scores / softmax / top-p, convs in the weights' dtype,
 and the sparse-input checks (CPU bf16 autocast stands in for CUDA's)."""
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 
-from e2e.models.layers import sparse_conv  # the e2e package's compat shim runs before spconv loads
 from e2e.models.layers.sparse import CrossModalAttention, SparseBlock, SparseCNN
 from e2e.models.layers.sparse_conv import all_sites, autocast_off, check_sparse_inputs, densify, sparse_tensor
-
-BACKENDS = [
-    pytest.param("spconv", marks=pytest.mark.skipif(sparse_conv.spconv is None, reason="spconv not installed")),
-    "torch",
-]
+from tests.helpers.sparse import BACKENDS, threads_for
 
 
 def bf16_autocast():
     return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
-@contextmanager
-def threads_for(backend: str):
-    """spconv's CPU kernels are only correct single-threaded (see e2e.models.layers.sparse_conv)."""
-    threads = torch.get_num_threads()
-    if backend == "spconv":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tied_fraction(scores: torch.Tensor) -> float:

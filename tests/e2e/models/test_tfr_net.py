@@ -5,6 +5,7 @@ mask and the weighted reconstruction loss."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,8 +13,10 @@ from torch import nn
 
 from e2e.data.batch import Batch
 from e2e.models import build_model, load_config
+from e2e.models.layers.crossmodal import future_mask
+from e2e.models.layers.mult_transformer import MulTEncoder, official_positions
 from e2e.models.layers.sequence import padded_features
-from e2e.models.tfr_net import CGate, Encoder, TFRNetConfig, causal_mask, fixed_step_mask, reconstruction_loss
+from e2e.models.tfr_net import CGate, TFRNetConfig, fixed_step_mask, official_encoder, reconstruction_loss
 from tests.helpers.features import NUM_CLASSES, feature_batch, small_config
 
 CLASSES = list("abcdef")
@@ -52,6 +55,44 @@ def test_pairwise_crossmodal_intra_and_temporal_axis_transformers():
     assert all(head.in_features == width for head in model.reconstruct.values())
     assert not any(encoder.positions for encoder in model.temporal_axis.values())
     assert all(encoder.positions for encoder in [*model.intra.values(), *model.crossmodal.values()])
+
+
+def test_every_encoder_is_the_official_one_with_fairseq_positions_except_the_temporal_axis():
+    model = _model().eval()  # no embedding dropout
+    ones = torch.ones(1, 3, 16)
+    for encoder in [*model.intra.values(), *model.crossmodal.values()]:
+        assert isinstance(encoder, MulTEncoder)
+        torch.testing.assert_close(encoder.embed(ones), 4.0 * ones + official_positions(3, 16))
+    wide = torch.ones(1, 3, 48)
+    for encoder in model.temporal_axis.values():
+        torch.testing.assert_close(encoder.embed(wide), math.sqrt(48) * wide)  # scaled, no positions
+
+
+def test_attention_and_ffn_start_xavier_uniform_with_zero_biases():
+    model = _model()
+    for encoder in [*model.intra.values(), *model.crossmodal.values(), *model.temporal_axis.values()]:
+        for block in encoder.blocks:
+            layers = (block.attention.out_proj, block.fc1, block.fc2)
+            for weight in (block.attention.in_proj_weight, *(layer.weight for layer in layers)):
+                fan_out, fan_in = weight.shape  # in_proj: one Xavier draw over all three projections, as officially
+                bound = math.sqrt(6.0 / (fan_in + fan_out))  # torch's default Linear bound is 1 / sqrt(fan_in)
+                assert 0.8 * bound < weight.abs().max() <= bound
+            for bias in (block.attention.in_proj_bias, *(layer.bias for layer in layers)):
+                assert not bias.any()
+
+
+def test_the_embedding_dropout_draws_separately_for_keys_and_values():
+    encoder = official_encoder(16, 1, small_config("tfr_net", embed_dropout=0.5), 0.0, positions=True)
+    seen = []
+    encoder.blocks[0].register_forward_pre_hook(lambda block, args: seen.append(args[1:3]))
+    states, padding = torch.randn(2, 4, 16), torch.zeros(2, 4, dtype=torch.bool)
+    source, source_padding = torch.randn(2, 5, 16), torch.zeros(2, 5, dtype=torch.bool)
+    torch.manual_seed(0)
+    encoder.train()(states, padding, source, source_padding)
+    with torch.no_grad():
+        encoder.eval()(states, padding, source, source_padding)
+    (train_keys, train_values), (eval_keys, eval_values) = seen
+    assert not torch.equal(train_keys, train_values) and torch.equal(eval_keys, eval_values)
 
 
 def test_cross_modal_attention_dropout_follows_the_source_modality():
@@ -134,12 +175,12 @@ def test_eval_does_not_depend_on_the_batch_composition():
     torch.testing.assert_close(alone, full[[4, 1]])
 
 
-def test_causal_mask_is_the_official_future_mask_on_each_utterances_lengths():
+def test_the_future_mask_is_the_official_one_on_each_utterances_lengths():
     padding = torch.tensor([[0, 0, 0], [0, 0, 1]]).bool()
     source_padding = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]).bool()
-    assert causal_mask(padding, padding)[0].tolist() == [[False, True, True], [False, False, True], [False] * 3]
+    assert future_mask(padding, padding)[0].tolist() == [[False, True, True], [False, False, True], [False] * 3]
     # first utterance: n_q 3, n_k 5, query i sees keys j <= i + 2; second: n_q 2, n_k 3, j <= i + 1
-    blocked = causal_mask(padding, source_padding)
+    blocked = future_mask(padding, source_padding)
     assert blocked[0].tolist() == [[False] * 3 + [True] * 2, [False] * 4 + [True], [False] * 5]
     assert blocked[1, 0].tolist() == [False, False, True, True, True]
 
@@ -148,7 +189,7 @@ def test_causal_mask_is_the_official_future_mask_on_each_utterances_lengths():
 def test_a_causal_encoder_does_not_look_ahead(causal):
     torch.manual_seed(0)
     config = TFRNetConfig(d_model=8, temporal_heads=2, temporal_ffn=16, dropout=0.0, causal_attention=causal)
-    encoder = Encoder(8, 2, config, 0.0, positions=True).eval()
+    encoder = official_encoder(8, 2, config, 0.0, positions=True).eval()
     states, padding = torch.randn(1, 6, 8), torch.zeros(1, 6, dtype=torch.bool)
     changed = states.clone()
     changed[0, 4:] = torch.randn(2, 8)  # a new pattern (LayerNorm would hide a constant shift)
