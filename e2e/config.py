@@ -299,8 +299,7 @@ def _check_source(data: DataConfig, model: ModelConfig, layered: dict[str, dict[
             f"data.source={' or '.join(kinds)}{where}"
         )
     raise ConfigError(
-        f"data.source={data.source} holds data.dataset {_either(SOURCE_DATASETS[kind])}, "
-        f"not {data.dataset!r}{where}"
+        f"data.source={data.source} holds data.dataset {_either(SOURCE_DATASETS[kind])}, not {data.dataset!r}{where}"
     )
 
 

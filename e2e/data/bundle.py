@@ -26,6 +26,8 @@ class DataBundle:
     # (C,) positive labels per class in train; None for a regression task (sentiment, vad)
     train_positives: Sequence[float] | torch.Tensor | None
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
+    # split -> what was read with a fallback (kept, not dropped), e.g. -inf audio set to 0: results.json shows it
+    fallbacks: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def pos_weight(self) -> torch.Tensor | None:
         """neg/pos per class on train (a class without positives counts as having one); None for a

@@ -477,6 +477,7 @@ class _Trainer:
             "valid": best.get("valid"),
             "test": best.get("test"),
             "skipped": self.data.skipped,
+            "fallbacks": self.data.fallbacks,
             "config": config.to_dict(),
         }
         spec = model_spec(config.model.name)

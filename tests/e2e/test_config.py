@@ -97,7 +97,7 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
         ("model.modalities=at", "model.modalities must be one of t, a, v, ta, tv, av, tav, got 'at'"),
         ("model.cnn=resnet", "model.cnn must be one of mesm_vgg, vgg11, vgg11_bn, got 'resnet'"),
         ("data.audio_features=mfcc", "data.audio_features must be one of log_mel, power, got 'mfcc'"),
-        ("data.dataset=meld", "data.dataset must be one of iemocap, mosei, got 'meld'"),
+        ("data.dataset=meld", "data.dataset must be one of iemocap, mosei, mosi, sims, iemocap4, got 'meld'"),
         ("train.scheduler=linear", "train.scheduler must be one of none, cosine, got 'linear'"),
         ("train.epochs=true", "train.epochs must be int, got True"),
         ("train.lr=true", "train.lr must be float, got True"),

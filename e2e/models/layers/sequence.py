@@ -1,7 +1,8 @@
 """Shared pieces of the two-stage feature models (registered with ``inputs="features"``).
 
 A feature model reads ``batch.features(m)`` for each of its modalities (see :mod:`e2e.data.batch`); the
-feature sizes come from :func:`e2e.data.sequences.feature_dims` of ``config.text_model``.
+feature sizes come from :func:`e2e.data.sequences.feature_dims` of ``config.text_model``, or from
+``config.input_dims`` for a ``data.source`` feature file (:func:`modality_dims`).
 
 Options: every feature model's options class derives from :class:`FeatureModelConfig` (width and depth of
 its sequence encoders) or, when it also has attention, from :class:`SequenceModelConfig`; each model's
