@@ -4,9 +4,10 @@ A feature model reads ``batch.features(m)`` for each of its modalities (see :mod
 feature sizes come from :func:`e2e.data.sequences.feature_dims` of ``config.text_model``, or from
 ``config.input_dims`` for a ``data.source`` feature file (:func:`modality_dims`).
 
-Options: every feature model's options class derives from :class:`FeatureModelConfig` (width and depth of
-its sequence encoders) or, when it also has attention, from :class:`SequenceModelConfig`; each model's
-options docstring says what these shared options mean for it.
+Options: most feature models' options classes derive from :class:`FeatureModelConfig` (width and depth of
+their sequence encoders) or, when they also have attention, from :class:`SequenceModelConfig` (LF-LSTM and
+LF-TRANS, whose widths are the feature sizes, derive from ``ModelConfig``); each model's options
+docstring says what these shared options mean for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from e2e.config import ModelConfig, parse_input_dims, parse_modalities, positive
-from e2e.data.batch import Batch, ModelOutput
+from e2e.data.batch import Batch
 from e2e.data.sequences import feature_dims
 from e2e.models.fidelity import PerDataset, Setting, unread_setting
 from e2e.models.layers.encoders import pad_packed, sinusoidal_encoding
@@ -142,15 +143,3 @@ def utterance_encoders(config: FeatureModelConfig, encoder_class: type[nn.Module
 def encode_utterances(encoders: nn.ModuleDict, batch: Batch) -> dict[str, torch.Tensor]:
     """``{m: (B, d)}``: each modality's padded feature sequence through its utterance encoder."""
     return {m: encoder(*padded_features(batch, m)) for m, encoder in encoders.items()}
-
-
-class LateFusionClassifier(nn.Module):
-    """Per-modality utterance encoders, their vectors concatenated, a two-layer MLP: LF-LSTM and LF-TRANS."""
-
-    def __init__(self, config: FeatureModelConfig, num_classes: int, encoder_class: type[nn.Module]):
-        super().__init__()
-        self.encoders = utterance_encoders(config, encoder_class)
-        self.head = mlp(len(self.encoders) * config.d_model, config.d_model, num_classes, config.dropout)
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        return ModelOutput(self.head(torch.cat(list(encode_utterances(self.encoders, batch).values()), dim=1)))
