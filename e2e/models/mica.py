@@ -69,7 +69,7 @@ _PAPER = (
     "Liang et al., Attention is not Enough: Mitigating the Distribution Discrepancy in Asynchronous Multimodal "
     "Sequence Fusion, ICCV 2021"
 )
-_MULT = "MulT paper Table 5 (Tsai et al. 2019), which MICA keeps"
+_MULT = "MulT paper Table 5 (Tsai et al. 2019; pmc.ncbi.nlm.nih.gov/articles/PMC7195022/table/T5), which MICA keeps"
 _SOURCE = "paper (no official code is public; its full text was not reachable when this table was written)"
 
 FIDELITY = FidelityTable(
