@@ -2,6 +2,7 @@
 
 data-reorg iemocap SRC OUT [--split random|mesm|session] ...
 data-reorg mosei SRC OUT [--split random|mesm|sdk] ...
+    [--shard K/N | --merge | --shards N] [--executor local|slurm|ray ...]: see data_reorg.shards
 data-reorg stats OUT | data-reorg verify OUT | data-reorg demo OUT
 """
 
@@ -10,12 +11,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_reorg import iemocap, mosei
+from data_reorg.executors import ExecutorUnavailable
+from data_reorg.executors.options import add_executor_arguments, executor_spec
 from data_reorg.io import DiskFullError
 from data_reorg.manifest import IEMOCAP_CLASSES
 from data_reorg.pipeline import RunOptions, RunSummary, StrictModeError, reorganize
+from data_reorg.shards import (
+    Shard,
+    ShardsFailed,
+    ShardsIncomplete,
+    add_shard_arguments,
+    all_shards,
+    dispatched_shards,
+    run_shards,
+)
 from data_reorg.splits import SplitSpec
 from data_reorg.workers import WorkerDied
 
@@ -24,6 +37,7 @@ log = logging.getLogger("data_reorg")
 # The demo corpora are small: a 20 % valid split keeps every class in valid, where thresholds are tuned.
 DEMO_RATIOS = (0.6, 0.2, 0.2)
 SPLIT_CHOICES = {"iemocap": iemocap.SPLIT_POLICIES, "mosei": mosei.SPLIT_POLICIES}
+PREPARE = {"iemocap": iemocap.prepare_iemocap, "mosei": mosei.prepare_mosei}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except StrictModeError as error:
         print(f"data-reorg: --strict: stopped at the first problem: {error}", file=sys.stderr)
         return 2
-    except (DiskFullError, WorkerDied, FileNotFoundError, ValueError) as error:
+    except ShardsFailed as error:
+        print(f"data-reorg: {error}", file=sys.stderr)
+        return 1
+    except (DiskFullError, WorkerDied, ExecutorUnavailable, ShardsIncomplete, FileNotFoundError, ValueError) as error:
         print(f"data-reorg: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -98,9 +115,16 @@ def _add_corpus_arguments(parser: argparse.ArgumentParser, corpus: str) -> None:
     parser.add_argument("--split", default="random", choices=SPLIT_CHOICES[corpus])
     parser.add_argument("--seed", type=int, default=0, help="seed of --split random")
     parser.add_argument("--ratios", default="0.7,0.1,0.2", help="train,valid,test ratios of --split random")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (one source video each)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="parallel worker processes (one source video each; with --shards: shard tasks at once)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first problem instead of dropping")
     parser.add_argument("--no-progress", action="store_true")
+    add_shard_arguments(parser)
+    add_executor_arguments(parser)
 
 
 def _run_options(args: argparse.Namespace) -> dict:
@@ -117,30 +141,70 @@ def _run_options(args: argparse.Namespace) -> dict:
 
 def _run_iemocap(args: argparse.Namespace) -> int:
     classes = tuple(code.strip() for code in args.classes.split(",") if code.strip())
-    summary = iemocap.prepare_iemocap(
-        args.src,
-        args.out,
-        classes=classes,
-        side_rule=args.side_rule,
-        test_session=args.test_session,
-        valid_session=args.valid_session,
-        **_run_options(args),
+    options = dict(
+        classes=classes, side_rule=args.side_rule, test_session=args.test_session, valid_session=args.valid_session
     )
-    return _report(args.out, summary)
+    return _run_corpus(args, "iemocap", options)
 
 
 def _run_mosei(args: argparse.Namespace) -> int:
-    summary = mosei.prepare_mosei(args.src, args.out, labels=args.labels, **_run_options(args))
+    return _run_corpus(args, "mosei", {"labels": args.labels})
+
+
+def _run_corpus(args: argparse.Namespace, corpus: str, options: dict) -> int:
+    """Here (all of it, ``--shard K/N`` or ``--merge``), or ``--shards N`` tasks through ``--executor``."""
+    options = {**_run_options(args), **options}
+    count = dispatched_shards(args)
+    if count is not None:
+        _dispatch_shards(args, corpus, options, count)
+        return _report(args.out, PREPARE[corpus](args.src, args.out, merge=True, **options))
+    summary = PREPARE[corpus](args.src, args.out, shard=args.shard, merge=args.merge, **options)
+    if args.shard is not None:
+        print("once every shard is done, run the same command with --merge instead of --shard")
     return _report(args.out, summary)
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """One ``data-reorg`` shard, as an executor sends it to a worker."""
+
+    corpus: str
+    src: Path
+    out: Path
+    options: dict
+    shard: Shard
+
+
+def run_shard_task(task: ShardTask) -> RunSummary:
+    return PREPARE[task.corpus](task.src, task.out, shard=task.shard, **task.options)
+
+
+def _dispatch_shards(args: argparse.Namespace, corpus: str, options: dict, count: int) -> None:
+    """Run the ``count`` shards through the executor (a local pool task cuts with one process, a
+    cluster task with its ``--cpus-per-task``); ShardsFailed after all ended if any failed."""
+    spec = executor_spec(args, workers=args.jobs, log_dir=args.out.absolute() / "shards" / "logs")
+    jobs = 1 if spec.kind == "local" else spec.resources.cpus
+    task_options = {**options, "jobs": jobs, "progress": False}
+    src, out = args.src.absolute(), args.out.absolute()
+    tasks = [ShardTask(corpus, src, out, task_options, shard) for shard in all_shards(count)]
+    summaries = run_shards(spec, run_shard_task, tasks, [f"{corpus} shard {task.shard}" for task in tasks])
+    for summary in summaries:
+        _print_summary(args.out, summary)
+
+
 def _report(out: Path, summary: RunSummary) -> int:
-    """Print the one-line summary; exit status 1 when nothing was kept."""
+    """Print the one-line summary; exit status 1 when nothing was kept (a shard: when all it had failed)."""
     _print_summary(out, summary)
-    return 0 if summary.kept else 1
+    return 0 if summary.kept or (summary.record is not None and not summary.dropped) else 1
 
 
 def _print_summary(out: Path, summary: RunSummary) -> None:
+    if summary.record is not None:
+        print(
+            f"{out}: shard {summary.record.stem.replace('-of-', '/')}: kept {summary.kept}, dropped "
+            f"{summary.dropped}, reused {summary.resumed} finished clips (see {summary.record})"
+        )
+        return
     splits = ", ".join(f"{name} {count}" for name, count in summary.split_counts.items())
     audio = ", ".join(f"{name} {count}" for name, count in summary.audio_sources.items()) or "none"
     print(

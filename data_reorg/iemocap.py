@@ -30,6 +30,7 @@ from data_reorg.manifest import (
     read_corpus_lines,
 )
 from data_reorg.pipeline import RunOptions, RunSummary, reorganize, resolve_source
+from data_reorg.shards import Shard
 from data_reorg.splits import DEFAULT_RATIOS, SplitSpec, random_split_spec
 
 log = logging.getLogger("data_reorg")
@@ -76,6 +77,8 @@ def prepare_iemocap(
     side_rule: str = "mocap",
     test_session: str | None = None,
     valid_session: str | None = None,
+    shard: Shard | None = None,
+    merge: bool = False,
 ) -> RunSummary:
     """Reorganize the release at ``src`` into clips, manifest and splits under ``out`` (``data-reorg iemocap``).
 
@@ -89,7 +92,8 @@ def prepare_iemocap(
     src = resolve_source(src, out)
     parsed = parse_release(src, classes=tuple(classes), side_rule=side_rule)
     spec = _split_spec(split, parsed, seed, ratios, test_session, valid_session)
-    return reorganize(parsed, spec, RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress))
+    options = RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress, shard=shard, merge=merge)
+    return reorganize(parsed, spec, options)
 
 
 def _split_spec(

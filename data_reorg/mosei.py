@@ -30,6 +30,7 @@ from data_reorg.manifest import (
     read_corpus_lines,
 )
 from data_reorg.pipeline import RunOptions, RunSummary, reorganize, resolve_source
+from data_reorg.shards import Shard
 from data_reorg.splits import DEFAULT_RATIOS, SplitSpec, random_split_spec
 
 CSD_NAME = "CMU_MOSEI_Labels.csd"
@@ -77,6 +78,8 @@ def prepare_mosei(
     strict: bool = False,
     progress: bool = True,
     labels: Path | None = None,
+    shard: Shard | None = None,
+    merge: bool = False,
 ) -> RunSummary:
     """Reorganize the release at ``src`` into clips, manifest and splits under ``out`` (``data-reorg mosei``).
 
@@ -89,9 +92,8 @@ def prepare_mosei(
         raise ValueError(f"unknown CMU-MOSEI split {split!r}; choose one of {SPLIT_POLICIES}")
     src = resolve_source(src, out)
     parsed = parse_release(src, label_file=labels)
-    return reorganize(
-        parsed, _split_spec(split, seed, ratios), RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress)
-    )
+    options = RunOptions(Path(out), jobs=jobs, strict=strict, progress=progress, shard=shard, merge=merge)
+    return reorganize(parsed, _split_spec(split, seed, ratios), options)
 
 
 def _split_spec(split: str, seed: int, ratios: Sequence[float] | str) -> SplitSpec:

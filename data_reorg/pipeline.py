@@ -6,10 +6,16 @@ Layout of OUT:
                                       (optional label fields are not in it: rows take them from the
                                       current parse, see ClipRequest.fingerprint)
     manifest.jsonl dropped.jsonl splits/{train,valid,test}.txt reorg.json
+    shards/<K>-of-<N>.json            what a ``--shard K/N`` run could not cut (see :mod:`data_reorg.shards`)
 Every file is written under a temporary name and renamed, so a run killed at any moment leaves only
 complete files, and a rerun re-cuts exactly the clips that are missing or fail their checksum.
 Splits are assigned from the parsed ids before any media is read, so a clip that cannot be cut
 removes only itself: every other id keeps its split.
+
+A shard run (``RunOptions.shard``) cuts only the sources of its shard (key: the source video's path
+relative to the common folder of every source, so machines that mount the corpus elsewhere agree)
+and writes its record instead of the shared files; a merge (``RunOptions.merge``) cuts nothing and
+writes the shared files from the clips' meta and the records, byte for byte as one plain run would.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +35,7 @@ from tqdm import tqdm
 from data_reorg.io import remove_temporaries, safe_name, sha256_file, write_jsonl_atomic, write_text_atomic
 from data_reorg.manifest import EXTRA_LABEL_FIELDS, MANIFEST_FIELDS, SPLITS, ClipRequest, Drop, Note, ParseResult
 from data_reorg.media import MediaError, VideoCut, cut_video, frame_span, probe_video, read_audio, write_wav
+from data_reorg.shards import Shard, merge_failures, write_record
 from data_reorg.splits import SplitResult, SplitSpec, assign_splits
 from data_reorg.workers import worker_pool
 
@@ -43,6 +52,8 @@ class RunOptions:
     jobs: int = 1
     strict: bool = False
     progress: bool = True
+    shard: Shard | None = None  # cut only this shard's sources, write its record, not the shared files
+    merge: bool = False  # cut nothing: the shared files from the finished shards
 
 
 @dataclass
@@ -54,6 +65,7 @@ class RunSummary:
     missing_from_split_lists: int
     audio_sources: dict[str, int] = field(default_factory=dict)  # manifest ``audio_source`` -> clips
     warnings: int = 0  # fallbacks while reading (reorg.json ``warnings``)
+    record: Path | None = None  # a shard run's record, which it writes instead of the shared files
 
 
 def resolve_source(src: Path, out: Path) -> Path:
@@ -80,15 +92,63 @@ def reorganize(parsed: ParseResult, split_spec: SplitSpec, options: RunOptions) 
     requests = _unique_requests(parsed.requests, drops)
     split = _assign_splits(split_spec, requests)
     drops.extend(split.drops)
-    _remove_stale_temporaries(out)
-    records, pending = _resume({item: requests[item] for item in split.assignment}, out)
-    cut_records, cut_drops = _cut_all(pending, out, options)
+    assigned = {item: requests[item] for item in split.assignment}
+    if options.shard is not None:
+        return _reorganize_shard(assigned, source_shard_keys(requests.values()), options)
+    if not options.merge:
+        _remove_stale_temporaries(out)
+    records, pending = _resume(assigned, out)
+    cut_records, cut_drops = _merged_drops(pending, out, options) if options.merge else _cut_all(pending, out, options)
     records.update(cut_records)
     drops.extend(cut_drops)
     rows = [_manifest_row(records[item], split.assignment[item], requests[item]) for item in sorted(records)]
     summary = _summarize(rows, len(drops), len(records) - len(cut_records), split, parsed.notes)
     _write_outputs(out, rows, drops, parsed.notes, split_spec, summary)
     return summary
+
+
+def _reorganize_shard(requests: dict[str, ClipRequest], keys: dict[Path, str], options: RunOptions) -> RunSummary:
+    """Cut the clips of the shard's sources that are not finished; record what could not be cut."""
+    out, shard = Path(options.out_dir), options.shard
+    mine = {item: request for item, request in requests.items() if shard.owns(keys[request.video])}
+    _remove_temporaries_of(out, {safe_name(item) for item in mine})
+    records, pending = _resume(mine, out)
+    cut_records, cut_drops = _cut_all(pending, out, options)
+    failed = [{**drop.row(), "fingerprint": mine[drop.id].fingerprint()} for drop in cut_drops]
+    record = write_record(shard, out, len(mine), failed)
+    kept = len(records) + len(cut_records)
+    return RunSummary(kept, len(cut_drops), len(records), {}, 0, record=record)
+
+
+def _merged_drops(pending: list[ClipRequest], out: Path, options: RunOptions) -> tuple[dict, list[Drop]]:
+    """The drops the shard records hold for the clips no shard finished (ShardsIncomplete if any is
+    in no record); nothing is cut."""
+    found = merge_failures(((request.id, request.fingerprint()) for request in pending), out, str(out))
+    drops = [Drop(request.id, found[request.id]["reason"]) for request in pending]
+    if options.strict and drops:
+        raise StrictModeError(f"{drops[0].id}: {drops[0].reason}")
+    return {}, drops
+
+
+def source_shard_keys(requests) -> dict[Path, str]:
+    """The shard key of every source video: its path relative to the folder that holds them all."""
+    videos = sorted({request.video for request in requests})
+    if not videos:
+        return {}
+    root = Path(os.path.commonpath([str(video) for video in videos]))
+    return {video: Path(os.path.relpath(video, root)).as_posix() for video in videos}
+
+
+_TEMPORARY = re.compile(r"^\.(.+)\.tmp\d+")
+
+
+def _remove_temporaries_of(out: Path, names: set[str]) -> None:
+    """The temporaries a killed run of this shard left (other shards may be writing theirs now)."""
+    for folder in ("video", "audio", "meta"):
+        for leftover in (out / folder).glob(".*.tmp*"):
+            match = _TEMPORARY.match(leftover.name)
+            if match and match.group(1) in names:
+                leftover.unlink(missing_ok=True)
 
 
 def _summarize(rows: list[dict], dropped: int, resumed: int, split: SplitResult, notes: list[Note]) -> RunSummary:

@@ -183,6 +183,15 @@ class DataConfig:
     max_chunks: int = non_negative(0)  # 0 = keep all 400 ms mel chunks
     batch_size: int = positive(8)
     num_workers: int = non_negative(0)
+    # foundation encoders (model.visual_encoder): the face crop size preprocessing cached (`e2e preprocess
+    # --face-size`, cache/i<ms>-f<size>); 48 = the paper's crops (cache/i<ms>), the only size VGG takes
+    face_size: int = positive(48)
+    # evaluation protocols (e2e.data.protocols): standard = the manifest's splits; session-cv = IEMOCAP
+    # leave-one-session-out, test = session `fold` (1-5), valid = a fixed slice of the other sessions;
+    # label_space shared = the emotions IEMOCAP and MOSEI share (cross-corpus), native = the corpus's own
+    split: Literal["standard", "session-cv"] = "standard"
+    fold: int = bounded(0, 0, 5)  # 0 with split=standard
+    label_space: Literal["native", "shared"] = "native"
 
 
 @dataclass
@@ -195,8 +204,12 @@ class ModelConfig:
     text_max_length: int = positive(100)
     dropout: float = fraction(0.1)
     # feature models on a data.source file: its feature sizes, "t=768,a=74,v=35", recorded when the
-    # config loads; "" = the sizes of our cached features
+    # config loads; "" = the sizes of our cached features. With feature encoders: those of their cache.
     input_dims: str = ""
+    # feature models on clips: HF speech / vision encoders (id, folder or tiny-*) whose features replace
+    # the librosa audio / O-Net visual substitutes (`e2e features --audio-encoder/--visual-encoder`); "" = those
+    feature_audio_encoder: str = ""
+    feature_visual_encoder: str = ""
 
 
 @dataclass
@@ -284,10 +297,17 @@ def _check_source(data: DataConfig, model: ModelConfig, layered: dict[str, dict[
             parse_input_dims(model.input_dims)
     except ConfigError as error:
         raise ConfigError(f"{error}{where}") from None
-    if file is None and model.input_dims:
+    encoders = model.feature_audio_encoder or model.feature_visual_encoder
+    if file is None and model.input_dims and not encoders:
         raise ConfigError(
-            f"model.input_dims={model.input_dims!r} is only for data.source files; the cached features of "
-            f"data.source=clips have their own sizes{where}"
+            f"model.input_dims={model.input_dims!r} is only for data.source files (or the encoder features of "
+            f"model.feature_audio_encoder / feature_visual_encoder); the cached features of data.source=clips "
+            f"have their own sizes{where}"
+        )
+    if file is not None and encoders:
+        raise ConfigError(
+            f"model.feature_audio_encoder / feature_visual_encoder extract features from clips; "
+            f"data.source={data.source} holds its own features{where}"
         )
     kind = SOURCE_CLIPS if file is None else file[0]
     if data.dataset in SOURCE_DATASETS[kind]:

@@ -4,6 +4,11 @@
 utterance, its probabilities, the kept-site masks of every sparse block and its inputs as displayable
 images; :func:`kept_fractions` is the fraction of each block's grid sites that were kept. The drawing
 is :mod:`e2e.reporting.attention_maps`.
+
+With Hugging Face encoders (MESM's token pruning, :mod:`e2e.models.layers.token_pruning`) a "block" is a
+pruning step and its mask the kept tokens: for a vision encoder the patch grid (special tokens left out)
+over the face at the encoder's resolution, for a speech encoder one row of frame tokens per chunk over the
+chunk's log-mel spectrogram, stretched to a whole multiple of the token count.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from data_reorg.manifest import load_manifest
 from e2e.config import ExperimentConfig, UsageError
 from e2e.data.dataset import FACE_MEAN, FACE_STD, EmotionDataset
+from e2e.data.mel import mel_spectrogram
 from e2e.data.text import load_tokenizer
 from e2e.models import available_models, model_spec
+from e2e.models.layers.hf_encoders import HFEncoder
 from e2e.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -82,10 +90,36 @@ def _items(ids: list[str], config: ExperimentConfig, tokenizer) -> dict[str, tup
 def _run(model: torch.nn.Module, item: dict, dataset: EmotionDataset) -> UtteranceAttention:
     with torch.no_grad():
         output = model(dataset.collator()([item]))
-    masks = {m: [mask.numpy() for mask in blocks] for m, blocks in output.extras["sparse_masks"].items()}
+    masks = {m: [mask.numpy() for mask in blocks] for m, blocks in output.extras.get("sparse_masks", {}).items()}
     images = {m: face_images(item["faces"]) if m == "v" else mel_images(item["audio"]) for m in masks}
+    for modality, traces in output.extras.get("token_traces", {}).items():
+        encoder = model.cnns[modality]
+        masks[modality] = [token_grid(encoder, trace.keep).numpy() for trace in traces]
+        frames = item["faces"] if modality == "v" else item["audio"]
+        images[modality] = encoder_images(encoder, frames, masks[modality][0].shape[-1])
     scores = output.logits[0] if dataset.target is not None else torch.sigmoid(output.logits[0])
     return UtteranceAttention(item, scores, masks, images)
+
+
+def token_grid(encoder: HFEncoder, keep: torch.Tensor) -> torch.Tensor:
+    """(chunks, tokens) kept tokens → the patch grid (chunks, g, g) of a vision encoder, or one row
+    (chunks, 1, tokens) of a speech encoder's frames; special tokens (CLS, registers) left out."""
+    tokens = keep[:, encoder.anatomy.special_tokens :]
+    if encoder.kind == "audio":
+        return tokens[:, None, :]
+    side = round(tokens.shape[1] ** 0.5)
+    return tokens.reshape(len(tokens), side, side)
+
+
+def encoder_images(encoder: HFEncoder, frames: torch.Tensor, tokens: int) -> np.ndarray:
+    """[0, 1] faces at the encoder's resolution (T, S, S, 3), or per waveform chunk its log-mel image
+    (A, 128, 4·tokens, 3) scaled to [0, 1]."""
+    if encoder.kind == "visual":
+        faces = F.interpolate(frames, size=encoder.image_size, mode="bilinear", align_corners=False)
+        return faces.permute(0, 2, 3, 1).clamp(0, 1).numpy()
+    log_mel = torch.log(mel_spectrogram(frames) + 1e-6)[:, None]
+    stretched = F.interpolate(log_mel, size=(log_mel.shape[2], 4 * tokens), mode="bilinear", align_corners=False)
+    return mel_images(stretched)
 
 
 def kept_fractions(masks: dict[str, list[np.ndarray]]) -> dict[str, list[float]]:

@@ -15,6 +15,12 @@ Counting rules (1 multiply-add = 2 FLOPs):
   site the block scores, ``2·C·C + 2·C``, plus the text projection ``W_t t``, ``2·D_text·C`` per frame.
 * BatchNorm, ReLU, tanh, softmax, top-p and max-pooling are not counted, in dense and sparse layers
   alike (FlopCounterMode does not count them either).
+* **Hugging Face encoders** (``model.audio_encoder`` / ``visual_encoder``): FlopCounterMode per encoder
+  layer (``layers.i``), the rest of the backbone (embeddings, final norm) as ``embeddings``; where the
+  counter has no formula for the attention kernel (CPU's fused SDPA) the attention matrices are added as
+  ``4·D·K²`` per chunk (``QKᵀ`` and ``AV``, K = the tokens the layer ran on). Each layer's
+  ``active_fraction`` is the share of the chunk's tokens it ran on (after token pruning, the kept ones);
+  the pruners' scoring goes to the attention FLOPs. The reference is the same encoder without pruning.
 
 :func:`measure_flops` also counts the dense FE2E CNN on the same frames (on the meta device: FLOPs
 depend on shapes only), so ``ratio`` = MESM / FE2E conv FLOPs of the same utterances.
@@ -38,6 +44,7 @@ from e2e.data.text import load_tokenizer
 from e2e.models import build_model, model_spec
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn
 from e2e.models.layers.end_to_end import frames_of
+from e2e.models.layers.hf_encoders import HFEncoder
 from e2e.models.layers.sparse import KeptSites, SparseBlock, SparseCNN, block_inputs
 
 GIGA = 1e9
@@ -99,6 +106,11 @@ def _count_batch(model: nn.Module, batch, config: ExperimentConfig, tally: _Tall
     root = type(model).__name__
     for modality, cnn in model.cnns.items():
         frames, _ = frames_of(batch, modality)
+        if isinstance(cnn, HFEncoder):
+            traces = output.extras.get("token_traces", {}).get(modality, [])
+            _count_encoder(cnn, counts, f"{root}.cnns.{modality}", traces, modality, tally)
+            tally.reference[modality] += _unpruned_encoder_flops(cnn, frames)
+            continue
         for name in _dense_convs(cnn):
             flops = sum(counts.get(f"{root}.cnns.{modality}.{name}", {}).values())
             tally.add(modality, name, "dense", flops, 0, 0)
@@ -107,6 +119,75 @@ def _count_batch(model: nn.Module, batch, config: ExperimentConfig, tally: _Tall
         tally.reference[modality] += _dense_reference_flops(config, modality, frames)
     tally.kept_sites.observe(batch, output)
     tally.utterances += len(batch)
+
+
+def _module_flops(counts: dict, name: str) -> int:
+    return sum(counts.get(name, {}).values())
+
+
+def _attention_counted(counts: dict, name: str) -> bool:
+    """Whether FlopCounterMode counted the attention matrices of the layer ``name`` (it has formulas for
+    bmm and some SDPA kernels, none for CPU's fused one)."""
+    return any("bmm" in str(op) or "attention" in str(op) for op in counts.get(name, {}))
+
+
+def _encoder_layer_flops(encoder: HFEncoder, counts: dict, prefix: str, widths: list[int]) -> list[int]:
+    """Per encoder layer: its counted FLOPs, plus ``4·D·K²`` per chunk where the attention matrices were
+    not counted; ``widths``: per layer the (padded) tokens per chunk K it ran on."""
+    chunks = encoder.last_tokens[0]
+    names = {id(module): name for name, module in encoder.named_modules()}
+    flops = []
+    for layer, width in zip(encoder.anatomy.layers, widths, strict=True):
+        name = f"{prefix}.{names[id(layer)]}"
+        matrices = 0 if _attention_counted(counts, name) else 4 * encoder.hidden_size * width**2 * chunks
+        flops.append(_module_flops(counts, name) + matrices)
+    return flops
+
+
+def _layer_tokens(encoder: HFEncoder, traces: list) -> tuple[list[int], list[int]]:
+    """Per encoder layer: the tokens per chunk it ran on (padded: the most any chunk kept) and the tokens
+    of all chunks it ran on (kept ones only); every token before the first pruning step."""
+    chunks, full = encoder.last_tokens
+    by_layer = {trace.after_layer: trace for trace in traces}
+    widths, totals, width, total = [], [], full, chunks * full
+    for index in range(1, len(encoder.anatomy.layers) + 1):
+        widths.append(width)
+        totals.append(total)
+        if index in by_layer:
+            keep = by_layer[index].keep
+            width, total = int(keep.sum(1).max()), int(keep.sum())
+    return widths, totals
+
+
+def _backbone_rest_flops(encoder: HFEncoder, counts: dict, prefix: str) -> int:
+    """Counted FLOPs of the encoder outside its layers and pruners (embeddings, final norm, the layer sum)."""
+    names = {id(module): name for name, module in encoder.named_modules()}
+    layers = sum(_module_flops(counts, f"{prefix}.{names[id(layer)]}") for layer in encoder.anatomy.layers)
+    return _module_flops(counts, prefix) - layers - _pruner_flops(encoder, counts, prefix)
+
+
+def _pruner_flops(encoder: HFEncoder, counts: dict, prefix: str) -> int:
+    return sum(_module_flops(counts, f"{prefix}.pruners.{name}") for name in encoder.pruners)
+
+
+def _count_encoder(encoder: HFEncoder, counts: dict, prefix: str, traces: list, modality: str, tally: _Tally) -> None:
+    chunks, full = encoder.last_tokens
+    widths, totals = _layer_tokens(encoder, traces)
+    for index, (flops, total) in enumerate(zip(_encoder_layer_flops(encoder, counts, prefix, widths), totals), 1):
+        tally.add(modality, f"layers.{index}", "tokens", flops, total, chunks * full)
+    tally.add(modality, "embeddings", "dense", _backbone_rest_flops(encoder, counts, prefix), 0, 0)
+    tally.attention += _pruner_flops(encoder, counts, prefix)
+
+
+def _unpruned_encoder_flops(encoder: HFEncoder, frames: torch.Tensor) -> int:
+    """FLOPs of ``encoder`` without its pruning steps on ``frames`` (the attention matrices included)."""
+    unpruned = copy.deepcopy(encoder)
+    unpruned.pruners = nn.ModuleDict()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unpruned(frames)
+    counts, prefix = counter.get_flop_counts(), type(unpruned).__name__
+    widths = [unpruned.last_tokens[1]] * len(unpruned.anatomy.layers)
+    return sum(_encoder_layer_flops(unpruned, counts, prefix, widths)) + _backbone_rest_flops(unpruned, counts, prefix)
 
 
 def _count_sparse(cnn: SparseCNN, masks: list[torch.Tensor], modality: str, tally: _Tally) -> None:

@@ -7,20 +7,23 @@ from pathlib import Path
 
 from e2e.cli.options import (
     add_data_dir,
-    add_jobs,
+    add_dispatch,
     add_out,
     add_overrides,
     add_seeds,
     config_path,
     data_dir,
+    dispatch,
     override_task,
 )
+from e2e.cli.protocols import add_protocol_arguments, run_protocol, uses_protocol
 from e2e.config import REPO_CONFIGS
 
 
 def register(commands) -> None:
     benchmark = commands.add_parser("benchmark", help="every model on the same clips and splits: one mean±std table")
     add_benchmark_arguments(benchmark)
+    add_protocol_arguments(benchmark)
     benchmark.set_defaults(handler=run_benchmark)
 
 
@@ -48,7 +51,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_overrides(parser)
     add_out(parser)
-    add_jobs(parser)
+    add_dispatch(parser)
 
 
 def benchmark_request(args: argparse.Namespace):
@@ -71,7 +74,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from e2e.experiments.benchmark import benchmark
     from e2e.reporting.report import format_summary
 
-    summary = benchmark(benchmark_request(args), jobs=args.jobs)
+    if uses_protocol(args):
+        return run_protocol(args, benchmark_request(args), dispatch(args))
+    summary = benchmark(benchmark_request(args), jobs=args.jobs, executor=dispatch(args))
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(format_summary(summary))
     return 0

@@ -11,6 +11,10 @@
     e2e sweep modalities --config configs/demo --models fe2e,mesm --seeds 0,1,2 --out DIR
     e2e sweep missing --data-dir DATA_DIR --models all --rates 0.0:0.9:0.1 --out DIR [--config-dir configs/demo]
     e2e benchmark --data-dir DATA_DIR --models all --seeds 0,1,2 --out DIR [--config-dir configs/demo]
+    e2e benchmark --data-dir IEMOCAP_DIR --split session-cv [--folds 1,3] ...   (leave-one-session-out CV)
+    e2e benchmark --data-dir IEMOCAP_DIR --cross-corpus MOSEI_DIR ...   (train on each, test on the other)
+        (benchmark and sweeps: [--executor local|slurm|ray] [--ray-address ADDR] [--slurm-partition P] ...)
+    e2e status DIR [--json]
     e2e report RUN_DIR... [--out DIR] | e2e table RUN_DIR... | e2e models [--fidelity NAME]
 
 Each command group lives in its own module of :mod:`e2e.cli` and registers its sub-commands here.
@@ -22,15 +26,24 @@ import argparse
 import logging
 import sys
 
+from data_reorg.executors import ExecutorUnavailable
 from data_reorg.io import DiskFullError
 from data_reorg.media import MediaError
 from data_reorg.workers import WorkerDied
-from e2e.cli import analysis, benchmark, data, models, predict, reports, sweep, train
+from e2e.cli import analysis, benchmark, data, models, predict, reports, status, sweep, train
 from e2e.config import UsageError
 
-GROUPS = (data, train, predict, analysis, sweep, benchmark, reports, models)
+GROUPS = (data, train, predict, analysis, sweep, benchmark, status, reports, models)
 # what a user can cause and fix: printed as "e2e: error: ..." with exit status 2, without a traceback
-USER_ERRORS = (UsageError, MediaError, DiskFullError, WorkerDied, FileNotFoundError, FileExistsError)
+USER_ERRORS = (
+    UsageError,
+    MediaError,
+    DiskFullError,
+    WorkerDied,
+    ExecutorUnavailable,
+    FileNotFoundError,
+    FileExistsError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from data_reorg.executors import ExecutorSpec
+from data_reorg.executors.options import add_executor_arguments, executor_spec
 from e2e.config import REPO_CONFIGS, DataConfig, UsageError, parse_override, resolve_config_path
 
 
@@ -76,6 +78,17 @@ def add_seeds(parser: argparse.ArgumentParser, default: str) -> None:
 
 def add_jobs(parser: argparse.ArgumentParser, help: str = "runs trained in parallel processes") -> None:
     parser.add_argument("--jobs", type=int, default=1, help=help)
+
+
+def add_dispatch(parser: argparse.ArgumentParser, help: str = "runs trained in parallel processes") -> None:
+    """``--jobs N`` (this machine's pool) and ``--executor local|slurm|ray`` with its resources per run."""
+    add_jobs(parser, help)
+    add_executor_arguments(parser)
+
+
+def dispatch(args: argparse.Namespace) -> ExecutorSpec:
+    """Where the runs train; the engine's own logs (SLURM's) go to ``OUT/executor_logs``."""
+    return executor_spec(args, workers=args.jobs, log_dir=args.out / "executor_logs")
 
 
 def seeds(text: str) -> list[int]:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from e2e.cli.benchmark import add_benchmark_arguments, benchmark_request
-from e2e.cli.options import add_config, add_jobs, add_out, add_overrides, add_seeds, override_task
+from e2e.cli.options import add_config, add_dispatch, add_out, add_overrides, add_seeds, dispatch, override_task
 
 
 def register(commands) -> None:
@@ -29,7 +29,7 @@ def register(commands) -> None:
         add_seeds(parser, "0")
         add_overrides(parser)
         add_out(parser)
-        add_jobs(parser, "points trained in parallel processes")
+        add_dispatch(parser, "points trained in parallel processes")
 
     missing = sweeps.add_parser("missing", help="test metrics against the fraction of missing inputs, per model")
     add_benchmark_arguments(missing)
@@ -64,6 +64,7 @@ def run_top_p(args: argparse.Namespace) -> int:
         out=args.out,
         jobs=args.jobs,
         flops_utterances=args.flops_utterances,
+        executor=dispatch(args),
     )
     print(f"{csv}\n{args.out / 'top_p.png'}")
     return 0
@@ -80,6 +81,7 @@ def run_modalities(args: argparse.Namespace) -> int:
         out=args.out,
         overrides=args.overrides,
         jobs=args.jobs,
+        executor=dispatch(args),
     )
     print((args.out / "modalities.md").read_text(encoding="utf-8"))
     print(csv)
@@ -90,6 +92,6 @@ def run_missing(args: argparse.Namespace) -> int:
     from e2e.experiments.missing import sweep_missing
 
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    csv = sweep_missing(benchmark_request(args), rates=args.rates, modes=modes, jobs=args.jobs)
+    csv = sweep_missing(benchmark_request(args), rates=args.rates, modes=modes, jobs=args.jobs, executor=dispatch(args))
     print(f"{csv}\n{args.out / 'missing.png'}")
     return 0

@@ -16,7 +16,15 @@ Every item is checked when the dataset is built, so a bad utterance is skipped, 
 * ``no_frames``: the cache holds no face frames;
 * ``short_audio``: fewer than 400 samples (one 25 ms analysis window). Anything longer is kept: the last
   400 ms chunk is zero-padded, and real utterances shorter than one chunk exist;
-* ``silent_audio``: RMS below 1e-4 of full scale (-80 dBFS, about 3 PCM16 steps): digital silence.
+* ``silent_audio``: RMS below 1e-4 of full scale (-80 dBFS, about 3 PCM16 steps): digital silence;
+* ``unshared_label``: (``data.label_space=shared``) none of the emotions both corpora share
+  (:mod:`e2e.data.protocols`, which also picks the rows of a split under ``data.split``).
+
+With Hugging Face encoders (``model.audio_encoder`` / ``model.visual_encoder`` not ``vgg``) an item's
+``audio`` is the clip's raw 16 kHz waveform cut into ``model.audio_chunk_ms`` chunks ``(A, samples)`` (the
+last chunk ends at the clip's end and overlaps the one before; a clip shorter than one chunk is zero-padded),
+read from the manifest's audio file, and ``faces`` are the cached crops of ``data.face_size`` as [0, 1] RGB
+``(T, 3, S, S)``: the encoder normalises both as its checkpoint does (:mod:`e2e.models.layers.hf_encoders`).
 """
 
 from __future__ import annotations
@@ -31,17 +39,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, VAD_DIMENSIONS, load_manifest
+from data_reorg.manifest import IEMOCAP_CLASSES, MOSEI_EMOTIONS, VAD_DIMENSIONS
 from e2e.config import ExperimentConfig, UsageError
 from e2e.data.batch import Batch
-from e2e.data.mel import N_FFT, mel_chunks
-from e2e.data.preprocess import cache_path, source_key
+from e2e.data.mel import N_FFT, SAMPLE_RATE, mel_chunks
+from e2e.data.preprocess import FACE_SIZE, cache_path, read_clip_audio, source_key
+from e2e.data.protocols import class_names, shared_label, split_rows
 
 FACE_MEAN = torch.tensor([159.0, 111.0, 102.0])  # per RGB channel, 0-255 scale
 FACE_STD = torch.tensor([37.0, 33.0, 32.0])
 SILENCE_RMS = 1e-4
 AUDIO_FEATURES = ("log_mel", "power")
 CLASSES = {"iemocap": IEMOCAP_CLASSES, "mosei": MOSEI_EMOTIONS}
+VGG = "vgg"  # model.audio_encoder / visual_encoder value of the paper's CNNs (e2e.models.layers.hf_encoders)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class _Item:
     text: str
     label: torch.Tensor
     cache: Path
+    audio: str  # the clip's audio file (raw waveform for a Hugging Face audio encoder)
 
 
 class EmotionDataset(Dataset):
@@ -99,12 +110,21 @@ class EmotionDataset(Dataset):
         self.data_dir, self.split = Path(data_dir), split
         self.dataset, self.max_frames, self.max_chunks = data.dataset, data.max_frames, data.max_chunks
         self.target = REGRESSION_TARGETS.get(data.task)  # None: the emotion classes
+        self.label_space = data.label_space
         self.log_mel = data.audio_features == "log_mel"
         self.tokenizer, self.text_max_length = tokenizer, config.model.text_max_length
         self.items: list[_Item] = []
         self.skipped: dict[str, list[str]] = {}
-        self.img_interval_ms = data.img_interval_ms
-        rows = load_manifest(self.data_dir, split)
+        self.img_interval_ms, self.face_size = data.img_interval_ms, data.face_size
+        self.raw_faces = getattr(config.model, "visual_encoder", VGG) != VGG
+        raw_audio = getattr(config.model, "audio_encoder", VGG) != VGG
+        self.waveform_chunk = SAMPLE_RATE * config.model.audio_chunk_ms // 1000 if raw_audio else 0
+        if self.face_size != FACE_SIZE and not self.raw_faces:
+            raise UsageError(
+                f"data.face_size={self.face_size}: the VGG face CNN takes the paper's {FACE_SIZE} px crops; "
+                f"other sizes are for a model.visual_encoder"
+            )
+        rows = split_rows(self.data_dir, split, data)
         self._check_target_field(rows)
         for row in rows:
             self._admit(row)
@@ -113,7 +133,7 @@ class EmotionDataset(Dataset):
     @property
     def class_names(self) -> tuple[str, ...]:
         """The emotion classes, or the regression targets' names (``("sentiment",)``, the VAD dimensions)."""
-        return CLASSES[self.dataset] if self.target is None else self.target.names
+        return class_names(self.dataset, self.label_space) if self.target is None else self.target.names
 
     @property
     def labels(self) -> torch.Tensor:
@@ -127,8 +147,12 @@ class EmotionDataset(Dataset):
         item = self.items[index]
         with np.load(item.cache) as archive:
             faces, mel = archive["faces"], archive["mel"]
-        faces = normalise_faces(faces[even_subsample(len(faces), self.max_frames)])
-        chunks = mel_chunks(torch.from_numpy(mel), log=self.log_mel)
+        faces = faces[even_subsample(len(faces), self.max_frames)]
+        faces = pixel_faces(faces) if self.raw_faces else normalise_faces(faces)
+        if self.waveform_chunk:
+            chunks = waveform_chunks(torch.from_numpy(read_clip_audio(item.audio)), self.waveform_chunk)
+        else:
+            chunks = mel_chunks(torch.from_numpy(mel), log=self.log_mel)
         chunks = chunks[even_subsample(len(chunks), self.max_chunks)]
         return {"id": item.id, "text": item.text, "label": item.label, "faces": faces, "audio": chunks}
 
@@ -153,22 +177,28 @@ class EmotionDataset(Dataset):
         elif problem is None:
             problem = self._check_inputs(row)
         if problem is None:
-            self.items.append(_Item(row["id"], row["text"], label, self._input_file(row)))
+            self.items.append(_Item(row["id"], row["text"], label, self._input_file(row), str(row.get("audio", ""))))
             return
         reason, message = problem
         self.skipped.setdefault(reason, []).append(row["id"])
         logger.warning("%s: skipping %s (%s): %s", self.split, row["id"], reason, message)
 
     def _input_file(self, row: dict) -> Path:
-        """The file ``__getitem__`` reads for ``row``."""
-        return cache_path(self.data_dir, self.img_interval_ms, row["id"])
+        """The file ``__getitem__`` reads for ``row`` (subclasses read other caches)."""
+        return self._face_cache_file(row)
+
+    def _face_cache_file(self, row: dict) -> Path:
+        return cache_path(self.data_dir, self.img_interval_ms, row["id"], self.face_size)
 
     def _check_inputs(self, row: dict) -> tuple[str, str] | None:
-        """(reason, message) when ``row``'s face/mel cache is unusable, else None."""
-        return check_cache(cache_path(self.data_dir, self.img_interval_ms, row["id"]), source_key(row))
+        """(reason, message) when ``row``'s face/mel cache is unusable, else None; every model checks it, so
+        all models train on the same items."""
+        return check_cache(self._face_cache_file(row), source_key(row))
 
     def _label(self, row: dict) -> tuple[torch.Tensor | None, tuple[str, str] | None]:
         """(one-hot / multi-hot label, None), or (None, (reason, message)) for a label of no class."""
+        if self.label_space == "shared":
+            return shared_label(self.dataset, row["label"])
         raw, classes = row["label"], self.class_names
         if self.dataset == "iemocap" and raw in classes:
             return torch.eye(len(classes))[classes.index(raw)], None
@@ -236,6 +266,22 @@ def normalise_faces(crops: np.ndarray) -> torch.Tensor:
     """uint8 (T, 48, 48, 3) RGB crops -> float (T, 3, 48, 48), per-channel normalised on the 0-255 scale."""
     faces = torch.from_numpy(np.asarray(crops)).float()
     return ((faces - FACE_MEAN) / FACE_STD).permute(0, 3, 1, 2).contiguous()
+
+
+def pixel_faces(crops: np.ndarray) -> torch.Tensor:
+    """uint8 (T, S, S, 3) RGB crops -> float (T, 3, S, S) in [0, 1], for a Hugging Face vision encoder."""
+    return (torch.from_numpy(np.asarray(crops)).float() / 255.0).permute(0, 3, 1, 2).contiguous()
+
+
+def waveform_chunks(samples: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(N,) samples -> (ceil(N / chunk), chunk): consecutive chunks, the last one ending at the clip's end
+    (overlapping the one before); a clip shorter than ``chunk`` is zero-padded on the right."""
+    samples = samples.float()
+    if len(samples) <= chunk:
+        return torch.nn.functional.pad(samples, (0, chunk - len(samples)))[None]
+    count = math.ceil(len(samples) / chunk)
+    starts = [min(index * chunk, len(samples) - chunk) for index in range(count)]
+    return torch.stack([samples[start : start + chunk] for start in starts])
 
 
 def even_subsample(length: int, limit: int) -> np.ndarray:

@@ -7,8 +7,12 @@ see :mod:`e2e.data.sequences` — and ``source``: the clip checksums, the text m
 
 Visual descriptors are computed from the face cache of :mod:`e2e.data.preprocess` (run it first; the
 frames are the same ones the end-to-end models see); audio from the clip's wav; text from the
-manifest transcript. Like the face cache it is resumable, written atomically, and an item that cannot
-be processed is logged and listed in ``problems.jsonl`` while the others go on.
+manifest transcript. ``audio_encoder`` / ``visual_encoder`` (HF ids or folders) replace the audio /
+visual descriptors by foundation-encoder features (:mod:`e2e.data.encoder_features`) in a folder of their
+own, ``<text model>-i<ms>-a<audio id>-v<visual id>`` (each part only when chosen), their ids in ``source``.
+Like the face cache it is resumable, written atomically, shards by item id
+(``shard``, ``merge``, :func:`~e2e.data.preprocess.build_sharded`), and an item that cannot be processed
+is logged and listed in ``problems.jsonl`` while the others go on.
 """
 
 from __future__ import annotations
@@ -16,34 +20,68 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from data_reorg.io import atomic_path, safe_name
+from data_reorg.io import safe_name
 from data_reorg.manifest import load_manifest
-from e2e.data.preprocess import CacheSummary, ItemProblem, cache_path, is_valid_cache, read_clip_audio, source_key
+from data_reorg.shards import Shard
+from e2e.data.preprocess import (
+    CacheSummary,
+    ItemProblem,
+    cache_path,
+    is_valid_cache,
+    merged_problems,
+    read_clip_audio,
+    shard_rows,
+    source_key,
+    write_npz,
+)
 from e2e.data.sequences import FaceDescriber, TokenEmbedder, audio_descriptors
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 FEATURE_KEYS = ("text", "audio", "visual", "source")
-TEXT_BATCH = 16
+CHUNK = 16  # rows whose media features are computed before their files are written
 
 logger = logging.getLogger(__name__)
 
 
-def feature_cache_dir(data_dir: Path | str, text_model: str, img_interval_ms: int) -> Path:
-    return Path(data_dir) / "cache" / "features" / f"{safe_name(text_model)}-i{img_interval_ms}"
-
-
-def feature_path(data_dir: Path | str, text_model: str, img_interval_ms: int, item_id: str) -> Path:
-    return feature_cache_dir(data_dir, text_model, img_interval_ms) / f"{safe_name(item_id)}.npz"
-
-
-def feature_source(row: dict, text_model: str, text_max_length: int) -> str:
-    return json.dumps(
-        {"clips": row.get("sha256"), "text_model": text_model, "max_length": text_max_length}, sort_keys=True
+def feature_cache_dir(
+    data_dir: Path | str, text_model: str, img_interval_ms: int, audio_encoder: str = "", visual_encoder: str = ""
+) -> Path:
+    encoders = "".join(
+        f"-{tag}{safe_name(name)}" for tag, name in (("a", audio_encoder), ("v", visual_encoder)) if name
     )
+    return Path(data_dir) / "cache" / "features" / f"{safe_name(text_model)}-i{img_interval_ms}{encoders}"
+
+
+def feature_path(
+    data_dir: Path | str,
+    text_model: str,
+    img_interval_ms: int,
+    item_id: str,
+    audio_encoder: str = "",
+    visual_encoder: str = "",
+) -> Path:
+    folder = feature_cache_dir(data_dir, text_model, img_interval_ms, audio_encoder, visual_encoder)
+    return folder / f"{safe_name(item_id)}.npz"
+
+
+def feature_source(
+    row: dict, text_model: str, text_max_length: int, audio_encoder: str = "", visual_encoder: str = ""
+) -> str:
+    """The file's fingerprint; the encoder ids only when chosen (the default features' stays as it was)."""
+    source = {"clips": row.get("sha256"), "text_model": text_model, "max_length": text_max_length}
+    source.update(
+        {key: name for key, name in (("audio_encoder", audio_encoder), ("visual_encoder", visual_encoder)) if name}
+    )
+    return json.dumps(source, sort_keys=True)
 
 
 def is_valid_features(path: Path, source: str) -> bool:
@@ -57,66 +95,81 @@ def extract_features(
     text_max_length: int = 100,
     progress: bool = True,
     device: str = "cpu",
+    shard: Shard | None = None,
+    merge: bool = False,
+    audio_encoder: str = "",
+    visual_encoder: str = "",
 ) -> CacheSummary:
-    """Build the missing feature files of ``data_dir``'s manifest; see the module docstring."""
+    """Build the missing feature files of ``data_dir``'s manifest (of one ``shard``, or none: ``merge``);
+    see the module docstring."""
     data_dir = Path(data_dir)
-    rows = load_manifest(data_dir)
-    summary = CacheSummary(feature_cache_dir(data_dir, text_model, img_interval_ms), total=len(rows))
-    todo = [
-        row
-        for row in rows
-        if not is_valid_features(
-            feature_path(data_dir, text_model, img_interval_ms, row["id"]),
-            feature_source(row, text_model, text_max_length),
-        )
-    ]
+    rows = shard_rows(load_manifest(data_dir), shard)
+    cache_dir = feature_cache_dir(data_dir, text_model, img_interval_ms, audio_encoder, visual_encoder)
+    summary = CacheSummary(cache_dir, total=len(rows), shard=shard)
+    sources = {
+        row["id"]: feature_source(row, text_model, text_max_length, audio_encoder, visual_encoder) for row in rows
+    }
+    todo = [row for row in rows if not is_valid_features(cache_dir / f"{safe_name(row['id'])}.npz", sources[row["id"]])]
     summary.reused = len(rows) - len(todo)
     started = time.perf_counter()
-    if todo:
-        describe_faces, embed_tokens = FaceDescriber(device), TokenEmbedder(text_model, text_max_length, device)
+    if merge:
+        summary.problems = merged_problems(todo, summary.cache_dir, lambda row: sources[row["id"]])
+    elif todo:
+        extractors = _Extractors(
+            *_media_extractors(audio_encoder, visual_encoder, device),
+            TokenEmbedder(text_model, text_max_length, device),
+        )
         with tqdm(total=len(todo), desc=f"features {data_dir.name}", disable=not progress) as bar:
-            for start in range(0, len(todo), TEXT_BATCH):
-                chunk = todo[start : start + TEXT_BATCH]
-                _build_chunk(
-                    chunk, data_dir, text_model, img_interval_ms, text_max_length, describe_faces, embed_tokens, summary
-                )
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start : start + CHUNK]
+                _build_chunk(chunk, data_dir, img_interval_ms, sources, cache_dir, extractors, summary)
                 bar.update(len(chunk))
-    return summary.finish(started, "features")
+    return summary.finish(started, "features", {row["id"]: sources[row["id"]] for row in todo})
+
+
+@dataclass(frozen=True)
+class _Extractors:
+    describe_audio: Callable[[np.ndarray], np.ndarray]  # 16 kHz samples -> (steps, D)
+    describe_faces: Callable[[np.ndarray, np.ndarray], np.ndarray]  # crops, face_found -> (frames, D)
+    embed_tokens: TokenEmbedder
+
+
+def _media_extractors(audio_encoder: str, visual_encoder: str, device: str) -> tuple:
+    """(audio, visual) describers: the chosen encoders' (:mod:`e2e.data.encoder_features`), else the substitutes."""
+    from e2e.data.encoder_features import EncoderAudio, EncoderFaces
+
+    describe_audio = EncoderAudio(audio_encoder, device) if audio_encoder else audio_descriptors
+    return describe_audio, EncoderFaces(visual_encoder, device) if visual_encoder else FaceDescriber(device)
 
 
 def _build_chunk(
     rows: list[dict],
     data_dir: Path,
-    text_model: str,
     img_interval_ms: int,
-    text_max_length: int,
-    describe_faces: FaceDescriber,
-    embed_tokens: TokenEmbedder,
+    sources: dict[str, str],
+    cache_dir: Path,
+    extractors: _Extractors,
     summary: CacheSummary,
 ) -> None:
-    """Write the feature files of ``rows`` (text embedded as one batch); problems go to ``summary``."""
+    """Write the feature files of ``rows``; problems go to ``summary``."""
     ready = []
     for row in rows:
         try:
-            ready.append((row, *_media_features(row, data_dir, img_interval_ms, describe_faces)))
+            ready.append((row, *_media_features(row, data_dir, img_interval_ms, extractors)))
         except ItemProblem as problem:
             logger.warning("skipping %s: %s", row["id"], problem)
             summary.problems.append({"id": row["id"], "file": problem.path, "error": str(problem)})
-    texts = embed_tokens([row["text"] or "" for row, _, _ in ready]) if ready else []
+    # one text per forward pass: in a padded batch an embedding's last bits depend on its batch mates,
+    # which differ between a plain build and its shards (and between reruns resuming different rows)
+    texts = [extractors.embed_tokens([row["text"] or ""])[0] for row, _, _ in ready]
     for (row, audio, visual), text in zip(ready, texts):
-        with atomic_path(feature_path(data_dir, text_model, img_interval_ms, row["id"])) as tmp:
-            np.savez(
-                tmp,
-                text=text,
-                audio=audio,
-                visual=visual,
-                source=np.array(feature_source(row, text_model, text_max_length)),
-            )
+        path = cache_dir / f"{safe_name(row['id'])}.npz"
+        write_npz(path, text=text, audio=audio, visual=visual, source=np.array(sources[row["id"]]))
         summary.built += 1
 
 
 def _media_features(
-    row: dict, data_dir: Path, img_interval_ms: int, describe_faces: FaceDescriber
+    row: dict, data_dir: Path, img_interval_ms: int, extractors: _Extractors
 ) -> tuple[np.ndarray, np.ndarray]:
     """(audio, visual) descriptors of one row; ItemProblem names the file when an input is unusable."""
     face_cache = cache_path(data_dir, img_interval_ms, row["id"])
@@ -129,4 +182,4 @@ def _media_features(
         crops, found = archive["faces"], archive["face_found"]
     if len(crops) == 0:
         raise ItemProblem(str(face_cache), f"{face_cache}: no face frames for {row['id']}")
-    return audio_descriptors(read_clip_audio(row["audio"])), describe_faces(crops, found)
+    return extractors.describe_audio(read_clip_audio(row["audio"])), extractors.describe_faces(crops, found)

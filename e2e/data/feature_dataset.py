@@ -12,15 +12,16 @@ test, as :func:`e2e.training.trainer.build_datasets` does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from e2e.config import ExperimentConfig
+from e2e.config import ConfigError, ExperimentConfig
 from e2e.data.batch import FEATURE_FIELDS, Batch
 from e2e.data.dataset import EmotionDataset, even_subsample
+from e2e.data.encoder_features import features_command, with_encoder_dims
 from e2e.data.feature_cache import feature_path, feature_source, is_valid_features
 
 ARRAYS = {"t": "text", "a": "audio", "v": "visual"}  # modality -> array name in the cache file
@@ -45,6 +46,10 @@ class FeatureDataset(EmotionDataset):
         self, data_dir: Path | str, split: str, config: ExperimentConfig, statistics: FeatureStatistics | None = None
     ):
         self.text_model, self.feature_max_length = config.model.text_model, config.model.text_max_length
+        self.encoders = (config.model.feature_audio_encoder, config.model.feature_visual_encoder)
+        located = replace(config, data=replace(config.data, data_dir=str(data_dir)))
+        self.build_command = features_command(located)
+        _check_recorded_dims(located)
         super().__init__(data_dir, split, config, tokenizer=None)
         self.statistics = statistics if statistics is not None else self._compute_statistics()
 
@@ -62,7 +67,7 @@ class FeatureDataset(EmotionDataset):
         return collate_features
 
     def _input_file(self, row: dict) -> Path:
-        return feature_path(self.data_dir, self.text_model, self.img_interval_ms, row["id"])
+        return feature_path(self.data_dir, self.text_model, self.img_interval_ms, row["id"], *self.encoders)
 
     def _check_inputs(self, row: dict) -> tuple[str, str] | None:
         """The face/mel cache checks first (the same items as the end-to-end models), then the features."""
@@ -70,11 +75,9 @@ class FeatureDataset(EmotionDataset):
         if problem is not None:
             return problem
         path = self._input_file(row)
-        if not is_valid_features(path, feature_source(row, self.text_model, self.feature_max_length)):
+        if not is_valid_features(path, feature_source(row, self.text_model, self.feature_max_length, *self.encoders)):
             return "missing_features", (
-                f"{path} is missing, unreadable or built with other settings; run "
-                f"`e2e features {self.data_dir} --text-model {self.text_model} "
-                f"--text-max-length {self.feature_max_length}`"
+                f"{path} is missing, unreadable or built with other settings; run `{self.build_command}`"
             )
         return None
 
@@ -96,6 +99,17 @@ class FeatureDataset(EmotionDataset):
         mean = {m: sums[m] / counts[m] for m in ARRAYS}
         std = {m: (squares[m] / counts[m] - mean[m].square()).clamp(min=0).sqrt().clamp(min=STD_FLOOR) for m in ARRAYS}
         return FeatureStatistics({m: v.float() for m, v in mean.items()}, {m: v.float() for m, v in std.items()})
+
+
+def _check_recorded_dims(config: ExperimentConfig) -> None:
+    """With feature encoders, ``model.input_dims`` must be their cache's sizes (:func:`with_encoder_dims`,
+    which raises naming the command to run when the cache is empty), or the model is built for others."""
+    recorded = with_encoder_dims(config).model.input_dims
+    if recorded != config.model.input_dims:
+        raise ConfigError(
+            f"model.input_dims is {config.model.input_dims!r}, the encoder features have sizes {recorded}: "
+            f"load the config with e2e.data.encoder_features.with_encoder_dims (or set model.input_dims={recorded})"
+        )
 
 
 def collate_features(items: list[dict]) -> Batch:

@@ -10,6 +10,8 @@ Substitutes for the papers' GloVe / COVAREP / FACET features (none of which ship
   ``(frames, VISUAL_DIM)``.
 
 Sequences are unaligned across modalities (different lengths), as in the papers' unaligned setting.
+Foundation-encoder features can replace the audio / visual substitutes (:mod:`e2e.data.encoder_features`);
+their sizes are then the cache's (``model.input_dims``), not :func:`feature_dims`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_reorg.executors import ExecutorSpec
 from data_reorg.io import write_text_atomic
 from data_reorg.manifest import load_manifest
 from e2e.config import REGRESSION_TASKS, ExperimentConfig, UsageError
@@ -140,11 +141,12 @@ def plan_benchmark(request: BenchmarkRequest) -> BenchmarkPlan:
     return plan
 
 
-def benchmark(request: BenchmarkRequest, jobs: int = 1) -> dict:
-    """Prepare inputs, train every unfinished run, write the report; returns ``summary.json``'s contents."""
+def benchmark(request: BenchmarkRequest, jobs: int = 1, executor: ExecutorSpec | None = None) -> dict:
+    """Prepare inputs, train every unfinished run (on ``executor``, default this machine with ``jobs``
+    processes), write the report; returns ``summary.json``'s contents."""
     out = Path(request.out)
     plan = plan_benchmark(request)
-    finished = train_plan(plan, out, jobs)
+    finished = train_plan(plan, out, jobs, executor)
     results = [dict(finished[job.name], run=job.name) for _, _, job in plan.runs]
     majority = majority_results(plan.runs[0][2].config)
     write_report([majority, *results], out)
@@ -153,13 +155,13 @@ def benchmark(request: BenchmarkRequest, jobs: int = 1) -> dict:
     return summary
 
 
-def train_plan(plan: BenchmarkPlan, out: Path, jobs: int = 1) -> dict[str, dict]:
-    """Prepare the caches, then train (or reuse, or resume) the knowledge runs and the table's runs;
-    returns the table runs' results by job name."""
+def train_plan(plan: BenchmarkPlan, out: Path, jobs: int = 1, executor: ExecutorSpec | None = None) -> dict[str, dict]:
+    """Prepare the caches here (``jobs`` processes), then train (or reuse, or resume) the knowledge runs
+    and the table's runs on ``executor``; returns the table runs' results by job name."""
     prepare_inputs(plan.jobs, jobs)
     if plan.pretrain:
-        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json")
-    return run_jobs([job for _, _, job in plan.runs], out, jobs)
+        run_jobs(plan.pretrain, out, jobs, list_name="pretrain_jobs.json", executor=executor)
+    return run_jobs([job for _, _, job in plan.runs], out, jobs, executor=executor)
 
 
 def prepare_inputs(job_list: Sequence[Job], workers: int = 1) -> None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from data_reorg.executors import ExecutorSpec
 from e2e.analysis.missing import check_rate, drop_elements, drop_modalities
 from e2e.config import UsageError
 from e2e.experiments.benchmark import BenchmarkRequest, plan_benchmark, train_plan
@@ -36,9 +37,14 @@ DROP_SEED = 0  # the sweep's one seed of what is dropped
 
 
 def sweep_missing(
-    request: BenchmarkRequest, rates: Sequence[float], modes: Sequence[str] = MODES, jobs: int = 1
+    request: BenchmarkRequest,
+    rates: Sequence[float],
+    modes: Sequence[str] = MODES,
+    jobs: int = 1,
+    executor: ExecutorSpec | None = None,
 ) -> Path:
-    """Train (or reuse) the benchmark runs, evaluate them under missing inputs; returns ``OUT/missing.csv``."""
+    """Train (or reuse) the benchmark runs (on ``executor``, default this machine with ``jobs`` processes),
+    evaluate them here under missing inputs; returns ``OUT/missing.csv``."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UsageError(f"unknown missing mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
@@ -46,7 +52,7 @@ def sweep_missing(
         check_rate(rate)  # before any training
     out = Path(request.out)
     plan = plan_benchmark(request)
-    train_plan(plan, out, jobs)
+    train_plan(plan, out, jobs, executor)
     rows = []
     for index, (model, seed, job) in enumerate(plan.runs, 1):
         announce(replace(job, step=f"{index}/{len(plan.runs)}"), f"test under missing inputs ({', '.join(modes)})")

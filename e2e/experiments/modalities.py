@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_reorg.executors import ExecutorSpec
 from data_reorg.io import write_text_atomic
 from e2e.config import ExperimentConfig, UsageError
 from e2e.experiments.jobs import Job, make_job, metric_values, run_jobs
@@ -17,7 +18,13 @@ MODALITY_SUBSETS = ("t", "a", "v", "ta", "tv", "av", "tav")  # the rows of the p
 
 
 def sweep_modalities(
-    config: Path, models: Sequence[str], seeds: Sequence[int], out: Path, overrides: Sequence[str] = (), jobs: int = 1
+    config: Path,
+    models: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    overrides: Sequence[str] = (),
+    jobs: int = 1,
+    executor: ExecutorSpec | None = None,
 ) -> Path:
     """Every subset of T, A, V for every model; returns ``OUT/modalities.csv`` (and writes .md).
 
@@ -25,7 +32,8 @@ def sweep_modalities(
     YAML file used for all models (the model set per point, its options that the model lacks left
     behind); ``overrides`` (``--set`` strings) apply to every file. MESM cannot run without text (its
     sparse attention is queried by the text): its rows for A, V and AV are the FE2E runs (column
-    ``variant``), as in the paper's ablation.
+    ``variant``), as in the paper's ablation. ``executor`` runs the points (default: this machine with
+    ``jobs`` processes).
     """
     out, config = Path(out), Path(config)
     points = []  # (model, subset, job)
@@ -40,7 +48,7 @@ def sweep_modalities(
                     f"sweep modalities point {variant}-{subset}-s{seed}",
                 )
                 points.append((model, subset, make_job(out, f"{variant}-{subset}-s{seed}", point)))
-    results = run_jobs(_unique_jobs([job for _, _, job in points]), out, jobs)
+    results = run_jobs(_unique_jobs([job for _, _, job in points]), out, jobs, executor=executor)
     data = points[0][2].config.data
     rows = [
         {

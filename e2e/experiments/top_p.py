@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_reorg.executors import ExecutorSpec
 from e2e.config import ExperimentConfig
 from e2e.experiments.jobs import Job, make_job, metric_values, run_jobs
 from e2e.models import switch_model, with_changes
@@ -14,13 +15,19 @@ from e2e.training.metrics import main_metrics
 
 
 def sweep_top_p(
-    config: ExperimentConfig, values: list[float], seeds: list[int], out: Path, jobs: int = 1, flops_utterances: int = 8
+    config: ExperimentConfig,
+    values: list[float],
+    seeds: list[int],
+    out: Path,
+    jobs: int = 1,
+    flops_utterances: int = 8,
+    executor: ExecutorSpec | None = None,
 ) -> Path:
     """One MESM run per (p, seed) and one FE2E reference per seed, from ``config`` (a MESM config, or
     any end-to-end one: the model is set per point); returns ``OUT/results.csv``.
 
     Also draws ``OUT/top_p.png``. ``flops_utterances`` test utterances are used per FLOPs measurement
-    (0 = all).
+    (0 = all). ``executor`` runs the points (default: this machine with ``jobs`` processes).
     """
     out = Path(out)
     mesm, fe2e = switch_model(config, "mesm", "sweep top-p"), switch_model(config, "fe2e", "sweep top-p")
@@ -32,7 +39,7 @@ def sweep_top_p(
         for p in values:
             point = with_changes(mesm, {"model.top_p": p, "train.seed": seed}, f"sweep top-p point p={p:g}")
             job_list.append(make_job(out, f"mesm-p{p:g}-s{seed}", point, flops_utterances))
-    results = run_jobs(job_list, out, jobs)
+    results = run_jobs(job_list, out, jobs, executor=executor)
     rows = [_top_p_row(job, results[job.name]) for job in job_list]
     write_csv(out / "results.csv", rows)
     plot_top_p(rows, main_metrics(config.data.dataset, config.data.task)[:2], out / "top_p.png")

@@ -17,7 +17,15 @@ from e2e.config import UsageError, bounded, parse_modalities, positive
 from e2e.models.fidelity import FidelityTable, Setting
 from e2e.models.layers.cnn import INPUT_SHAPES
 from e2e.models.layers.encoders import TextEncoder
-from e2e.models.layers.end_to_end import MESM_PAPER, EndToEndConfig, EndToEndModel, end_to_end_settings
+from e2e.models.layers.end_to_end import (
+    MESM_PAPER,
+    MODALITY_KINDS,
+    EndToEndConfig,
+    EndToEndModel,
+    encoder_name,
+    end_to_end_settings,
+)
+from e2e.models.layers.hf_encoders import EncoderOptions, HFEncoder, wants_encoder
 from e2e.models.layers.sparse import SparseCNN
 from e2e.models.registry import register_model
 
@@ -30,6 +38,10 @@ class MESMConfig(EndToEndConfig):
     # faithful: select by attention only, as the official code does (its scorer never trains);
     # trainable: kept features scaled by their attention so the scorer learns (official defect 2 fixed)
     attention_mode: Literal["faithful", "trainable"] = "faithful"
+    # Hugging Face audio / visual encoders: prune their tokens by the text after these layers ("4", "3,6"),
+    # with top_p and attention_mode as above ("" = no pruning); e2e.models.layers.token_pruning
+    prune_layers: str | int = ""
+    prune_modalities: Literal["a", "v", "av"] = "av"  # whose encoder prune_layers applies to (e.g. v: WavLM + CLIP)
 
 
 FIDELITY = FidelityTable(
@@ -83,12 +95,24 @@ class MESM(EndToEndModel):
                 f"MESM needs text in modalities (its sparse attention is queried by the text), "
                 f"got {config.modalities!r}; use fe2e for {config.modalities!r}"
             )
-        if config.cnn != "mesm_vgg":
+        uses_vgg = any(not wants_encoder(encoder_name(config, m)) for m in MODALITY_KINDS if m in config.modalities)
+        if uses_vgg and config.cnn != "mesm_vgg":
             raise UsageError(f"MESM sparsifies the paper's VGG (cnn 'mesm_vgg'), got cnn {config.cnn!r}")
         self.sparse_backend = backend  # read by _build_cnn during FE2E.__init__
         super().__init__(config, num_classes, text_encoder)
 
+    def _encoder_options(self, modality: str, config: MESMConfig) -> EncoderOptions:
+        options = super()._encoder_options(modality, config)
+        options.prune_layers, options.top_p, options.attention_mode = (
+            config.prune_layers if modality in config.prune_modalities else "",
+            config.top_p,
+            config.attention_mode,
+        )
+        return options
+
     def _build_cnn(self, modality: str, config: MESMConfig) -> tuple[nn.Module, int]:
+        if wants_encoder(encoder_name(config, modality)):
+            return super()._build_cnn(modality, config)
         channels, height, width = INPUT_SHAPES[modality]
         cnn = SparseCNN(
             channels,
@@ -104,6 +128,8 @@ class MESM(EndToEndModel):
     def _extract(
         self, modality: str, frames: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor, extras: dict
     ) -> torch.Tensor:
+        if isinstance(self.cnns[modality], HFEncoder):
+            return super()._extract(modality, frames, lengths, text, extras)
         output = self.cnns[modality](frames, text.repeat_interleave(lengths, dim=0))
         extras.setdefault("sparse_masks", {})[modality] = [trace.keep for trace in output.traces]
         extras.setdefault("attention", {})[modality] = [trace.attention for trace in output.traces]

@@ -1,14 +1,16 @@
 """Optional DistributedDataParallel support for ``torchrun`` launches.
 
 Without torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) everything here is a single-process
-no-op, so the trainer calls these helpers unconditionally. Evaluation is sharded round-robin (rank r
-takes items r, r+W, ...) and gathered back into dataset order, so metrics always cover the full split
-exactly once (``DistributedSampler`` would pad the split with repeated items).
+no-op (a multi-task SLURM step, ``srun`` of N tasks, gets it from SLURM's variables), so the trainer
+calls these helpers unconditionally. Evaluation is sharded round-robin (rank r takes items r, r+W, ...)
+and gathered back into dataset order, so metrics always cover the full split exactly once
+(``DistributedSampler`` would pad the split with repeated items).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +42,32 @@ class DistContext:
 
 
 def launched_by_torchrun() -> bool:
+    adopt_slurm_environment()
     return all(key in os.environ for key in _ENV_KEYS)
 
 
 def local_rank() -> int:
+    adopt_slurm_environment()
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def adopt_slurm_environment() -> None:
+    """In a SLURM job step of several tasks (``srun -n N``) without torchrun's variables, set them from
+    SLURM's, so that the tasks form one process group: RANK, WORLD_SIZE, LOCAL_RANK from SLURM_PROCID,
+    SLURM_STEP_NUM_TASKS, SLURM_LOCALID; MASTER_ADDR the step's first node (unless set), MASTER_PORT
+    derived from the job id, the same in every task (unless set)."""
+    if any(key in os.environ for key in _ENV_KEYS) or int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_STEP_NUM_TASKS"]
+    os.environ["LOCAL_RANK"] = os.environ["SLURM_LOCALID"]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000))
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ["SLURM_JOB_NODELIST"]
+        hosts = subprocess.run(  # SLURM's own expansion of "node[01-04]"
+            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=60
+        )
+        os.environ["MASTER_ADDR"] = hosts.stdout.split()[0]
 
 
 def resolve_device(spec: str, gpu_index: int = 0) -> torch.device:

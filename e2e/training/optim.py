@@ -26,12 +26,18 @@ def freeze_text(model: nn.Module, train_config: TrainConfig) -> None:
 
 def build_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.Adam:
     """Adam over the trainable parameters (frozen ones get no state); ``model.text_parameters()``
-    (when the model has it) at ``lr * text_lr_factor``."""
+    (when the model has it) at ``lr * text_lr_factor``, ``model.encoder_parameters()`` (pretrained audio /
+    visual encoders, when the model has them) at ``lr * model.encoder_lr_factor``."""
     text_ids = {id(p) for p in model.text_parameters()} if hasattr(model, "text_parameters") else set()
+    encoder_ids = {id(p) for p in model.encoder_parameters()} if hasattr(model, "encoder_parameters") else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in trainable if id(p) not in text_ids], "lr": train_config.lr},
+        {"params": [p for p in trainable if id(p) not in text_ids | encoder_ids], "lr": train_config.lr},
         {"params": [p for p in trainable if id(p) in text_ids], "lr": train_config.lr * train_config.text_lr_factor},
+        {
+            "params": [p for p in trainable if id(p) in encoder_ids],
+            "lr": train_config.lr * getattr(model, "encoder_lr_factor", 1.0),
+        },
     ]
     groups = [group for group in groups if group["params"]]
     if not groups:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -69,3 +71,20 @@ def still_running(pids: list[int], within: float) -> list[int]:
         time.sleep(0.05)
         alive = [pid for pid in alive if running(pid)]
     return alive
+
+
+def stop_process_group(group: int, grace_s: float = 15.0) -> None:
+    """SIGTERM to a process group (a daemon or cluster the test started in its own session), SIGKILL to
+    whatever is left after ``grace_s``; the group's leader is reaped when it is our child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(group, os.WNOHANG)
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from e2e.config import ModelConfig, parse_modalities, positive
+from e2e.config import ModelConfig, non_negative, parse_modalities, positive
 from e2e.data.batch import Batch, ModelOutput
 from e2e.models.fidelity import Setting, bf16_setting
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn, flat_size
@@ -26,6 +26,7 @@ from e2e.models.layers.encoders import (
     projection,
     text_encoder_from_config,
 )
+from e2e.models.layers.hf_encoders import VGG, EncoderOptions, HFEncoder, wants_encoder
 
 
 @dataclass
@@ -41,6 +42,17 @@ class EndToEndConfig(ModelConfig):
     temporal_heads: int = positive(4)
     temporal_ffn: int = positive(2048)
     positional_encoding: bool = False  # the official code's temporal encoder has none; true: sinusoidal
+    # foundation encoders (e2e.models.layers.hf_encoders): "vgg" = the paper's CNN on mel chunks / 48 px faces;
+    # else a Hugging Face id or folder: a speech model on raw 16 kHz waveform chunks of audio_chunk_ms, a vision
+    # model on face crops (data.face_size px, resized to the encoder's resolution)
+    audio_encoder: str = VGG
+    visual_encoder: str = VGG
+    audio_chunk_ms: int = positive(1000)  # waveform chunk per audio_encoder call (vgg: 400 ms mel chunks)
+    encoder_freeze: Literal["all", "none", "first_n"] = "none"
+    encoder_freeze_layers: int = non_negative(0)  # with first_n: embeddings + this many layers frozen
+    encoder_lr_factor: float = non_negative(0.1)  # encoder lr = train.lr * this, like the text encoder's group
+    encoder_gradient_checkpointing: bool = False
+    encoder_bf16: bool = True  # bf16 autocast around the encoders, on CUDA only
 
 
 def frames_of(batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +71,7 @@ class EndToEndModel(nn.Module):
     def __init__(self, config: EndToEndConfig, num_classes: int, text_encoder: TextEncoder | None = None):
         super().__init__()
         self.modalities = parse_modalities(config.modalities)
+        self.encoder_lr_factor = config.encoder_lr_factor  # read by the optimiser for encoder_parameters()
         self.text = None
         self.heads = nn.ModuleDict()
         if "t" in self.modalities:
@@ -82,16 +95,40 @@ class EndToEndModel(nn.Module):
         self.fusion = LateFusion(len(self.modalities))
 
     def _build_cnn(self, modality: str, config: EndToEndConfig) -> tuple[nn.Module, int]:
-        """The per-frame CNN of ``modality`` and its flattened output size."""
+        """The per-frame CNN (or Hugging Face encoder) of ``modality`` and its flattened output size."""
+        if wants_encoder(encoder_name(config, modality)):
+            encoder = HFEncoder(self._encoder_options(modality, config), MODALITY_KINDS[modality], self._text_dim())
+            return encoder, encoder.hidden_size
         shape = INPUT_SHAPES[modality]
         cnn = build_cnn(config.cnn, shape[0], config.cnn_weights, config.cnn_width)
         return cnn, flat_size(cnn, shape)
+
+    def _encoder_options(self, modality: str, config: EndToEndConfig) -> EncoderOptions:
+        """The Hugging Face encoder settings of ``modality``; MESM adds its pruning."""
+        return EncoderOptions(
+            encoder_name(config, modality),
+            f"model.{MODALITY_KINDS[modality]}_encoder",
+            config.encoder_freeze,
+            config.encoder_freeze_layers,
+            config.encoder_gradient_checkpointing,
+            config.encoder_bf16,
+        )
+
+    def _text_dim(self) -> int | None:
+        return None if self.text is None else self.text.hidden_size
 
     def _extract(
         self, modality: str, frames: torch.Tensor, lengths: torch.Tensor, text: torch.Tensor | None, extras: dict
     ) -> torch.Tensor:
         """Per-frame CNN features ``(sum L_b, flat)``; ``text`` and ``extras`` are for subclasses."""
-        return self.cnns[modality](frames).flatten(1)
+        cnn = self.cnns[modality]
+        if isinstance(cnn, HFEncoder):
+            per_frame_text = None if text is None or not cnn.pruners else text.repeat_interleave(lengths, dim=0)
+            features, traces = cnn(frames, per_frame_text)
+            if traces:
+                extras.setdefault("token_traces", {})[modality] = traces
+            return features
+        return cnn(frames).flatten(1)
 
     def forward(self, batch: Batch) -> ModelOutput:
         extras: dict[str, object] = {}
@@ -115,10 +152,23 @@ class EndToEndModel(nn.Module):
             return []
         return list(chain(self.text.parameters(), self.heads["t"].parameters()))
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The pretrained audio / visual encoders' own parameters: the trainer gives these
+        ``lr * model.encoder_lr_factor``."""
+        return [p for cnn in self.cnns.values() if isinstance(cnn, HFEncoder) for p in cnn.backbone_parameters()]
+
     def other_parameters(self) -> list[nn.Parameter]:
-        """Every parameter not in :meth:`text_parameters`."""
-        text_ids = {id(p) for p in self.text_parameters()}
-        return [p for p in self.parameters() if id(p) not in text_ids]
+        """Every parameter not in :meth:`text_parameters` nor :meth:`encoder_parameters`."""
+        grouped = {id(p) for p in chain(self.text_parameters(), self.encoder_parameters())}
+        return [p for p in self.parameters() if id(p) not in grouped]
+
+
+MODALITY_KINDS = {"a": "audio", "v": "visual"}
+
+
+def encoder_name(config: EndToEndConfig, modality: str) -> str:
+    """``model.audio_encoder`` or ``model.visual_encoder``."""
+    return config.audio_encoder if modality == "a" else config.visual_encoder
 
 
 MESM_PAPER = (

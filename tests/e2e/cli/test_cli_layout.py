@@ -142,5 +142,6 @@ def test_every_command_group_is_its_own_module():
         "table",
         "report",
         "models",
+        "status",
     }
-    assert len({group.__name__ for group in GROUPS}) == len(GROUPS) == 8
+    assert len({group.__name__ for group in GROUPS}) == len(GROUPS) == 9

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from data_reorg.io import read_jsonl
 from e2e.experiments.jobs import make_job, parse_values, run_jobs
 from e2e.experiments.modalities import sweep_modalities
 from e2e.experiments.top_p import sweep_top_p
 from e2e.models import load_config
 from e2e.reporting.report import write_report
 from e2e.reporting.tables import load_results
+from tests.helpers.executor_runs import first_utterances
 
 DEMO_MESM = Path("configs/demo/mesm.yaml")
 SUBSET = {"train": 24, "valid": 12, "test": 12}  # utterances per split of the tiny corpus
@@ -72,14 +72,7 @@ def test_each_job_is_named_when_it_starts(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_corpus(demo_iemocap_cache, tmp_path_factory) -> Path:
     """The first few utterances per split of the preprocessed demo corpus (media and cache linked)."""
-    root = tmp_path_factory.mktemp("tiny") / "iemocap"
-    root.mkdir()
-    for name in ("video", "audio", "cache"):
-        (root / name).symlink_to(demo_iemocap_cache / name)
-    rows = read_jsonl(demo_iemocap_cache / "manifest.jsonl")
-    kept = [row for split, size in SUBSET.items() for row in [r for r in rows if r["split"] == split][:size]]
-    (root / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
-    return root
+    return first_utterances(demo_iemocap_cache, tmp_path_factory.mktemp("tiny"), SUBSET)
 
 
 def _overrides(data_dir: Path) -> list[str]:

@@ -1,0 +1,165 @@
+"""Loading Hugging Face speech / vision encoders and normalising their inputs as the checkpoint's own
+preprocessor does; shared by the end-to-end models' encoders (:mod:`e2e.models.layers.hf_encoders`) and
+the two-stage encoder features (:mod:`e2e.data.encoder_features`).
+
+* speech: ``do_normalize`` of its feature extractor (``preprocessor_config.json``): zero mean, unit variance
+  per input (``(x - mean) / sqrt(var + 1e-7)``, Wav2Vec2FeatureExtractor's formula) or raw samples; a
+  folder without one gets zero-mean unit-variance (said in the description);
+* vision: the image processor's ``image_mean`` / ``image_std`` on [0, 1] pixels (ImageNet's without a
+  processor, said likewise), after a bilinear resize to the encoder's ``image_size``.
+
+``tiny-vit``, ``tiny-clip-vision`` and ``tiny-wav2vec2`` (:data:`TINY_ENCODERS`) are random-weight stand-ins
+built from a small config (no download).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from e2e.config import ConfigError
+
+AUDIO_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+VISION_TYPES = ("vit", "dinov2", "clip_vision_model", "siglip_vision_model")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+TINY_ENCODERS = ("tiny-vit", "tiny-clip-vision", "tiny-wav2vec2")
+
+logger = logging.getLogger(__name__)
+
+
+def _tiny_configs() -> dict:
+    """name -> the small config of each random-weight stand-in (32 wide, 2 layers)."""
+    from transformers import CLIPVisionConfig, ViTConfig, Wav2Vec2Config
+
+    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    return {
+        "tiny-vit": ViTConfig(**small, image_size=48, patch_size=8),
+        "tiny-clip-vision": CLIPVisionConfig(**small, image_size=48, patch_size=8),
+        # three strided convs of total stride 320 (wav2vec2's): 50 frames per second
+        "tiny-wav2vec2": Wav2Vec2Config(
+            **small,
+            conv_dim=(16, 16, 16),
+            conv_kernel=(10, 8, 8),
+            conv_stride=(5, 8, 8),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=2,
+        ),
+    }
+
+
+def _load(load, name: str, key: str):
+    """``load(name)`` from a folder or the HF cache, else the Hub; ConfigError naming ``key`` and ``name``."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    try:
+        if Path(name).is_dir():
+            return load(name)
+        try:
+            return load(name, local_files_only=True)
+        except (OSError, ValueError):
+            return load(name)
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(
+            f"{key}={name!r}: cannot load it as a Hugging Face model from a local folder, the HF cache or the "
+            f"Hub ({str(error).splitlines()[0] if str(error) else type(error).__name__}); give a model folder "
+            f"(`hf download ID --local-dir DIR` where the Hub is reachable), 'vgg' or one of {', '.join(TINY_ENCODERS)}"
+        ) from None
+
+
+def load_backbone(name: str, key: str, kind: str) -> nn.Module:
+    """The encoder ``name`` (AutoModel) of ``kind`` ``audio`` or ``visual``; ConfigError naming it otherwise."""
+    from transformers import AutoConfig, AutoModel  # after e2e.compat (e2e/__init__ imports it first)
+
+    if name in TINY_ENCODERS:
+        return _check_kind(AutoModel.from_config(_tiny_configs()[name]), name, key, kind)
+    config = _load(AutoConfig.from_pretrained, name, key)
+    model_type = getattr(config, "model_type", "?")
+    if model_type in ("clip", "siglip"):
+        model = _load(AutoModel.from_pretrained, name, key).vision_model
+    else:
+        model = _load(AutoModel.from_pretrained, name, key)
+    return _check_kind(model, name, key, kind)
+
+
+def _check_kind(model: nn.Module, name: str, key: str, kind: str) -> nn.Module:
+    model_type = model.config.model_type
+    allowed = AUDIO_TYPES if kind == "audio" else VISION_TYPES
+    if model_type not in allowed:
+        raise ConfigError(
+            f"{key}={name!r} is a {model_type!r} model, not a supported {kind} encoder "
+            f"(supported model types: {', '.join(allowed)}; or 'vgg')"
+        )
+    return model
+
+
+def _preprocessor(name: str) -> dict | None:
+    """The checkpoint's ``preprocessor_config.json`` as a dict (folder or HF cache), None without one."""
+    path = Path(name) / "preprocessor_config.json"
+    if name in TINY_ENCODERS:
+        return None
+    if not Path(name).is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(name, "preprocessor_config.json"))
+        except Exception:  # noqa: BLE001 - no preprocessor on the Hub / Hub unreachable: documented default
+            return None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class InputNormalisation:
+    """How one checkpoint wants its inputs; ``description`` is recorded (a default is said so)."""
+
+    description: str
+    normalise_audio: bool = True
+    image_mean: tuple[float, ...] = IMAGENET_MEAN
+    image_std: tuple[float, ...] = IMAGENET_STD
+
+
+def input_normalisation(name: str, key: str, kind: str) -> InputNormalisation:
+    """The normalisation of ``name``'s preprocessor (``kind`` audio / visual); defaults are logged."""
+    processor = _preprocessor(name) or {}
+    if not processor and name not in TINY_ENCODERS:
+        logger.warning("%s=%r has no preprocessor_config.json: default input normalisation", key, name)
+    if kind == "audio":
+        normalise = bool(processor.get("do_normalize", True))
+        description = (
+            f"feature extractor: do_normalize={normalise}"
+            if processor
+            else "no feature extractor: zero mean, unit variance per chunk"
+        )
+        return InputNormalisation(description, normalise_audio=normalise)
+    mean, std = processor.get("image_mean"), processor.get("image_std")
+    if mean and std:
+        return InputNormalisation("image processor mean/std", image_mean=tuple(mean), image_std=tuple(std))
+    return InputNormalisation("no image processor: ImageNet mean/std")
+
+
+def zero_mean_unit_variance(samples: torch.Tensor) -> torch.Tensor:
+    """Each row of ``(N, samples)`` to zero mean, unit variance (Wav2Vec2FeatureExtractor's formula)."""
+    samples = samples.float()
+    mean = samples.mean(dim=1, keepdim=True)
+    return (samples - mean) / torch.sqrt(samples.var(dim=1, unbiased=False, keepdim=True) + NORM_EPS)
+
+
+def image_size(config) -> tuple[int, int]:
+    """The encoder's input resolution ``(H, W)`` from its config's ``image_size``."""
+    size = config.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def resize_faces(faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(N, 3, H, W)`` faces bilinearly resized to ``size`` when they are not that size already."""
+    if tuple(faces.shape[-2:]) == tuple(size):
+        return faces
+    return F.interpolate(faces, size=size, mode="bilinear", align_corners=False)
