@@ -70,6 +70,11 @@ class EncoderAudio:
     def __init__(self, name: str, device: str = "cpu"):
         torch.manual_seed(0)
         self.model = load_backbone(name, "--audio-encoder", "audio").to(device).eval()
+        if self.model.config.model_type == "whisper":  # no waveform convs: its log-mel window has no 100 ms steps
+            raise ConfigError(
+                f"--audio-encoder={name!r}: Whisper's encoder is supported end to end (model.audio_encoder), "
+                "not as a two-stage feature extractor; use a wav2vec2-family model here"
+            )
         self.normalise = input_normalisation(name, "--audio-encoder", "audio").normalise_audio
         self.stride = math.prod(self.model.config.conv_stride)
         self.device, self.hidden_size = device, self.model.config.hidden_size

@@ -25,11 +25,12 @@ from torch import nn
 
 from e2e.config import ConfigError
 
-AUDIO_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+AUDIO_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
 VISION_TYPES = ("vit", "dinov2", "clip_vision_model", "siglip_vision_model")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+WHISPER_RATE, WHISPER_HOP = 16000, 160  # Whisper's log-mel: 16 kHz, 10 ms hop
 TINY_ENCODERS = ("tiny-vit", "tiny-clip-vision", "tiny-wav2vec2")
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def load_backbone(name: str, key: str, kind: str) -> nn.Module:
     model_type = getattr(config, "model_type", "?")
     if model_type in ("clip", "siglip"):
         model = _load(AutoModel.from_pretrained, name, key).vision_model
+    elif model_type == "whisper":  # the encoder of the encoder-decoder
+        model = _load(AutoModel.from_pretrained, name, key).get_encoder()
     else:
         model = _load(AutoModel.from_pretrained, name, key)
     return _check_kind(model, name, key, kind)
@@ -143,6 +146,20 @@ def input_normalisation(name: str, key: str, kind: str) -> InputNormalisation:
     if mean and std:
         return InputNormalisation("image processor mean/std", image_mean=tuple(mean), image_std=tuple(std))
     return InputNormalisation("no image processor: ImageNet mean/std")
+
+
+def whisper_log_mel(name: str, config):
+    """Whisper's feature extractor (log-mel over a fixed window of ``2 * max_source_positions`` frames of
+    10 ms, padded): the checkpoint's own, or one built from the model config for a folder without it."""
+    from transformers import WhisperFeatureExtractor
+
+    if _preprocessor(name) is not None:
+        return _load(WhisperFeatureExtractor.from_pretrained, name, "model.audio_encoder")
+    frames = 2 * config.max_source_positions  # the encoder's two convs: stride 1 then 2
+    seconds, rest = divmod(frames * WHISPER_HOP, WHISPER_RATE)
+    if rest:
+        raise ConfigError(f"{name!r}: a Whisper window of {frames} frames is not a whole number of seconds")
+    return WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=seconds, hop_length=WHISPER_HOP)
 
 
 def zero_mean_unit_variance(samples: torch.Tensor) -> torch.Tensor:

@@ -27,12 +27,31 @@ from e2e.reporting.tables import (
 )
 
 AVERAGE = "avg"
+# the config keys naming a modality's encoder: end-to-end models', then feature models'
+ENCODER_KEYS = {"a": ("audio_encoder", "feature_audio_encoder"), "v": ("visual_encoder", "feature_visual_encoder")}
 
 
 def group_key(result: dict) -> tuple:
-    """(dataset, task, model, modalities, top_p); top_p is None for models without sparse attention."""
+    """(dataset, task, model, modalities, top_p); top_p is None for models without sparse attention. The
+    model is named with its encoders when they are not the paper's (:func:`model_label`), so runs with
+    other backbones never share a row."""
     model = result["config"]["model"]
-    return (result["dataset"], task_of(result), result["model"], model["modalities"], result.get("top_p"))
+    return (result["dataset"], task_of(result), model_label(result), model["modalities"], result.get("top_p"))
+
+
+def model_label(result: dict) -> str:
+    """``mesm``, or e.g. ``mesm (a=wavlm-base-plus, v=clip-vit-base-patch16, pruned after 4)``: the
+    foundation encoders of end-to-end models, the feature encoders of feature models (folder names for
+    paths), and where MESM prunes their tokens."""
+    model = result["config"]["model"]
+    parts = []
+    for modality, keys in ENCODER_KEYS.items():
+        chosen = [model[key] for key in keys if model.get(key) not in (None, "", "vgg")]
+        if chosen:
+            parts.append(f"{modality}={Path(str(chosen[0])).name}")
+    if parts and model.get("prune_layers") not in (None, ""):
+        parts.append(f"pruned after {model['prune_layers']}")
+    return f"{result['model']} ({', '.join(parts)})" if parts else result["model"]
 
 
 def write_report(results: list[dict], out: Path | None = None) -> str:

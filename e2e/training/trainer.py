@@ -68,6 +68,7 @@ from data_reorg.io import remove_temporaries, write_text_atomic
 from e2e.config import REGRESSION_TASKS, ConfigError, ExperimentConfig, UsageError
 from e2e.data.batch import Batch
 from e2e.data.bundle import DataBundle, build_datasets
+from e2e.data.encoder_features import with_encoder_dims
 from e2e.models import build_model, model_inputs, model_spec
 from e2e.models.layers.sparse import KeptSites
 from e2e.training import distributed
@@ -111,6 +112,8 @@ def train(
     checkpoint is refused rather than overwritten.
     """
     run_dir = Path(run_dir)
+    if model_inputs(config.model.name) == "features":  # the sizes of the feature encoders' cache, recorded
+        config = with_encoder_dims(config)
     device = distributed.resolve_device(config.train.device, distributed.local_rank())
     checkpoint = None
     if resume:

@@ -99,11 +99,10 @@ def test_a_feature_model_trains_on_encoder_features(demo_iemocap_cache, encoders
     config = load_config("configs/demo/lf_lstm.yaml", overrides)
     with pytest.raises(ConfigError, match="model.input_dims"):  # not recorded: the model would get other sizes
         FeatureDataset(demo_iemocap_cache, "train", config)
-    config = with_encoder_dims(config)
-    assert config.model.input_dims == f"t={TINY_BERT_HIDDEN},a={AUDIO_HIDDEN},v={VISUAL_HIDDEN + 1}"
-    results = train(config, tmp_path / "run")
+    results = train(config, tmp_path / "run")  # train reads the sizes from the cache and records them
     assert results["epochs_completed"] == 1 and results["test"] and "missing_features" not in str(results["skipped"])
-    assert results["config"]["model"]["input_dims"] == config.model.input_dims
+    dims = f"t={TINY_BERT_HIDDEN},a={AUDIO_HIDDEN},v={VISUAL_HIDDEN + 1}"
+    assert results["config"]["model"]["input_dims"] == with_encoder_dims(config).model.input_dims == dims
 
 
 def test_missing_cache_and_bad_ids_name_the_fix(demo_iemocap_cache, encoders, capsys):

@@ -95,7 +95,9 @@ def test_a_benchmark_through_sbatch_equals_the_local_one_and_a_cancelled_task_is
     driver = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
         job_id = state_after_first_epoch(out / "fe2e-s0", driver)["job_id"]
-        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        # SIGKILL at once: submitit's tasks ignore the SIGTERM of a plain scancel (it waits KillWait seconds
+        # before SIGKILL), time in which a tiny run may finish its last epoch
+        subprocess.run(["scancel", "--signal=KILL", "--full", job_id], check=True, timeout=30)
         _, err = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:

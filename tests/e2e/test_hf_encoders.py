@@ -208,6 +208,9 @@ def test_trains_one_epoch_on_the_demo_corpus(demo_iemocap_cache, folders, tmp_pa
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["config"]["model"]["audio_encoder"] == folders["wav2vec2"]
     assert 0.0 <= results["test"]["multiclass_acc"] <= 1.0 and results["epochs_completed"] == 1
+    if config == "mesm":  # one pruning step per modality: the share of scored tokens top-p kept
+        kept = results["kept_fraction"]
+        assert set(kept) == {"a", "v"} and all(len(steps) == 1 and 0 < steps[0] < 1 for steps in kept.values())
     _check_flops_and_maps(out, demo_iemocap_cache, pruned=config == "mesm")
 
 
@@ -247,3 +250,27 @@ def test_prune_modalities_leaves_an_unprunable_encoder_whole(folders):
     config = load_config("configs/demo-encoders/mesm.yaml", [*overrides, "model.prune_modalities=v"])
     model = build_model(config.model, ["a", "b"])
     assert list(model.cnns["v"].pruners) == ["1"] and not model.cnns["a"].pruners
+
+
+def test_whisper_encoder_pools_only_the_frames_of_its_chunk(tmp_path):
+    """Whisper's encoder (of a full Whisper checkpoint) gets its log-mel over its fixed window (here 1 s:
+    50 positions); a chunk of half the window is pooled over its own 25 frames, the padding left out."""
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    whisper = {"encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_layers": 1}
+    config = WhisperConfig(
+        d_model=32, **whisper, decoder_attention_heads=2, decoder_ffn_dim=64, max_source_positions=50
+    )
+    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    encoder = HFEncoder(EncoderOptions(str(tmp_path / "whisper"), "model.audio_encoder"), "audio", None).eval()
+    assert type(encoder.backbone).__name__ == "WhisperEncoder" and encoder.normalisation.startswith("Whisper")
+    chunks = torch.randn(3, 8000)
+    with torch.no_grad():
+        vectors, traces = encoder(chunks)
+        states = encoder.backbone(encoder.prepare(chunks), output_hidden_states=True).hidden_states
+    assert vectors.shape == (3, 32) and traces == [] and encoder.valid_tokens == 25
+    expected = torch.stack([state[:, :25].mean(1) for state in states]).mean(0)  # layer weights start equal
+    assert torch.allclose(vectors, expected, atol=1e-5)
+    with pytest.raises(UsageError, match="exceed Whisper's window of 16000 samples"):
+        encoder(torch.randn(1, 16001))

@@ -1,13 +1,17 @@
 """Hugging Face speech and vision encoders as FE2E / MESM's per-frame encoders (instead of the VGG CNNs).
 
 ``model.audio_encoder`` / ``model.visual_encoder`` name a Hub id or a local folder that ``AutoModel`` loads:
-speech models (wav2vec2, HuBERT, WavLM, data2vec-audio) take raw 16 kHz waveform chunks, vision models
-(ViT, DINOv2, CLIP / SigLIP vision towers; a full CLIP / SigLIP checkpoint gives its ``vision_model``) take
-face crops. Inputs are normalised as the checkpoint's own preprocessor does:
+speech models (wav2vec2, HuBERT, WavLM, data2vec-audio; Whisper's encoder) take raw 16 kHz waveform
+chunks, vision models (ViT, DINOv2, CLIP / SigLIP vision towers; a full CLIP / SigLIP checkpoint gives
+its ``vision_model``) take face crops. Inputs are normalised as the checkpoint's own preprocessor does:
 
 * speech: ``do_normalize`` of its feature extractor (``preprocessor_config.json``): zero mean, unit variance
   per chunk (``(x - mean) / sqrt(var + 1e-7)``, Wav2Vec2FeatureExtractor's formula) or raw samples; a
-  folder without one gets zero-mean unit-variance (recorded in ``normalisation``);
+  folder without one gets zero-mean unit-variance (recorded in ``normalisation``). Whisper's encoder gets its
+  own log-mel features over its fixed window (30 s for the released models; each chunk is padded to it, and
+  only the frames of the chunk's own samples are pooled), so with Whisper set ``model.audio_chunk_ms`` to
+  the window (one chunk per utterance of up to 30 s, as MERBench uses it) rather than 1 s chunks each padded
+  to 30 s;
 * vision: the image processor's ``image_mean`` / ``image_std`` on [0, 1] pixels (ImageNet's without a
   processor, recorded likewise), after a bilinear resize of the crops to the encoder's ``image_size`` when
   they are not already that size (``data.face_size`` should be it).
@@ -17,10 +21,10 @@ and every layer (MERBench): each state pooled by its CLS token (vision models wi
 valid tokens (speech, SigLIP).
 
 Architectures listed in :data:`PRUNABLE` run layer by layer here (embeddings, each layer, final norm),
-which is what token pruning (:mod:`e2e.models.layers.token_pruning`) needs; others (WavLM: its relative
-position bias is shared across layers; Whisper is not supported: its encoder needs 30 s log-mel inputs)
-run through the model's own forward with ``output_hidden_states`` and cannot be pruned. SpecAugment
-masking and LayerDrop of the HF speech models are not applied in the layer-by-layer run.
+which is what token pruning (:mod:`e2e.models.layers.token_pruning`) needs; the others (WavLM: its
+relative position bias is shared across layers; Whisper: log-mel inputs over a fixed window) run through
+the model's own forward with ``output_hidden_states`` and cannot be pruned. SpecAugment masking and
+LayerDrop of the HF speech models are not applied in the layer-by-layer run.
 
 ``tiny-vit``, ``tiny-clip-vision`` and ``tiny-wav2vec2`` (:data:`e2e.data.hf_inputs.TINY_ENCODERS`) are
 random-weight stand-ins built from a small config (no download), as ``tiny-bert`` is for text: the CPU demo
@@ -33,6 +37,7 @@ configs use them.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +46,14 @@ from torch.utils.checkpoint import checkpoint
 
 from e2e.config import UsageError
 from e2e.data.hf_inputs import IMAGENET_MEAN as IMAGENET_MEAN  # re-exported (the tests' default check)
-from e2e.data.hf_inputs import image_size, input_normalisation, load_backbone, resize_faces, zero_mean_unit_variance
+from e2e.data.hf_inputs import (
+    image_size,
+    input_normalisation,
+    load_backbone,
+    resize_faces,
+    whisper_log_mel,
+    zero_mean_unit_variance,
+)
 from e2e.models.layers.token_pruning import PruneTrace, TokenPruner, TokenState, parse_prune_layers
 
 VGG = "vgg"
@@ -156,6 +168,11 @@ class HFEncoder(nn.Module):
     # ------------------------------------------------------------------ setup
 
     def _set_normalisation(self, name: str, config) -> None:
+        self.log_mel = whisper_log_mel(name, config) if config.model_type == "whisper" else None
+        self.valid_tokens = 0  # Whisper: encoder frames that hold the last chunks' samples (0: all)
+        if self.log_mel is not None:
+            self.normalisation = "Whisper log-mel feature extractor"
+            return
         normalisation = input_normalisation(name, self.options.key, self.kind)
         self.normalisation = normalisation.description
         if self.kind == "audio":
@@ -194,9 +211,24 @@ class HFEncoder(nn.Module):
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         """The checkpoint's input normalisation: per-chunk zero-mean unit-variance audio, or [0, 1] faces
         resized to the encoder's resolution and normalised by the processor's mean / std."""
+        if self.log_mel is not None:
+            return self._whisper_features(inputs)
         if self.kind == "audio":
             return zero_mean_unit_variance(inputs) if self.normalise_audio else inputs.float()
         return (resize_faces(inputs, self.image_size) - self.pixel_mean) / self.pixel_std
+
+    def _whisper_features(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Whisper's log-mel of each chunk ``(N, samples)``, padded to its window: ``(N, mels, frames)``."""
+        window = self.log_mel.n_samples
+        if chunks.shape[1] > window:
+            raise UsageError(
+                f"{self.options.key}={self.options.name!r}: audio chunks of {chunks.shape[1]} samples exceed "
+                f"Whisper's window of {window} samples ({window // 16} ms); set model.audio_chunk_ms to at most that"
+            )
+        features = self.log_mel(list(chunks.float().cpu().numpy()), sampling_rate=16000, return_tensors="pt")
+        frames = self.backbone.config.max_source_positions
+        self.valid_tokens = min(frames, math.ceil(chunks.shape[1] * frames / window))
+        return features.input_features.to(chunks.device)
 
     def forward(self, inputs: torch.Tensor, text: torch.Tensor | None = None) -> tuple[torch.Tensor, list[PruneTrace]]:
         """(chunk vectors (N, hidden), the pruning traces); ``text`` (N, text_dim) when pruning."""
@@ -217,7 +249,11 @@ class HFEncoder(nn.Module):
     def _whole(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         output = self.backbone(inputs, output_hidden_states=True)
         self.last_tokens = tuple(output.hidden_states[0].shape[:2])
-        return [self._pool(TokenState.full(hidden)) for hidden in output.hidden_states]
+        states = [TokenState.full(hidden) for hidden in output.hidden_states]
+        if self.valid_tokens:  # Whisper: the padding of its window is not the chunk
+            for state in states:
+                state.valid[:, self.valid_tokens :] = False
+        return [self._pool(state) for state in states]
 
     def _layer_by_layer(self, inputs: torch.Tensor, text: torch.Tensor | None):
         state = TokenState.full(self.anatomy.embed(inputs))

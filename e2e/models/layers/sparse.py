@@ -288,17 +288,24 @@ class KeptSites:
 
     :meth:`fractions` gives per frame modality and block the share of its candidate sites that top-p
     kept, pooled over all frames seen: the measure that makes a p comparable across attention modes
-    (at a given p, trainable attention is sharper or flatter than faithful, so it keeps fewer or more)."""
+    (at a given p, trainable attention is sharper or flatter than faithful, so it keeps fewer or more).
+    For a modality whose encoder is a pruned transformer, the "blocks" are its pruning steps and the
+    sites its scored tokens (``token_traces``; special tokens, always kept, are not counted)."""
 
     def __init__(self):
         self.counts: dict[str, list[list[int]]] = {}  # modality -> per block [kept, candidates]
 
     def observe(self, batch, output: ModelOutput) -> None:
         for modality, masks in output.extras.get("sparse_masks", {}).items():
-            totals = self.counts.setdefault(modality, [[0, 0] for _ in masks])
-            for total, keep, candidates in zip(totals, masks, block_inputs(masks)):
-                total[0] += int(keep.sum())
-                total[1] += int(candidates.sum())
+            self._add(modality, [(keep, candidates) for keep, candidates in zip(masks, block_inputs(masks))])
+        for modality, traces in output.extras.get("token_traces", {}).items():
+            self._add(modality, [(trace.keep & trace.candidates, trace.candidates) for trace in traces])
+
+    def _add(self, modality: str, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        totals = self.counts.setdefault(modality, [[0, 0] for _ in steps])
+        for total, (keep, candidates) in zip(totals, steps):
+            total[0] += int(keep.sum())
+            total[1] += int(candidates.sum())
 
     def fractions(self) -> dict[str, list[float]]:
         return {

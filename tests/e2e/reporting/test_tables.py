@@ -73,6 +73,29 @@ def test_report_aggregates_seeds_per_model(tmp_path):
     assert {r["class"] for r in rows} == {*CLASSES["iemocap"], "avg"}
 
 
+def test_runs_with_other_encoders_get_their_own_rows(tmp_path):
+    runs = [fake_run(tmp_path / name, "mesm", 0, 0.7, 0.4, top_p=0.5) for name in ("vgg", "hf", "pruned", "feat")]
+    encoders = {"audio_encoder": "microsoft/wavlm-base-plus", "visual_encoder": "/models/clip-vit-base-patch16"}
+    changes = {
+        "hf": encoders,
+        "pruned": {**encoders, "prune_layers": "4"},
+        "feat": {"feature_visual_encoder": "facebook/dinov2-small"},
+    }
+    for name, model in changes.items():
+        path = tmp_path / name / "results.json"
+        results = json.loads(path.read_text(encoding="utf-8"))
+        results["config"]["model"].update(model)
+        path.write_text(json.dumps(results), encoding="utf-8")
+    markdown = write_report(load_results(runs)[0])
+    models = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| mesm")]
+    assert models == [
+        "mesm",
+        "mesm (a=wavlm-base-plus, v=clip-vit-base-patch16)",
+        "mesm (a=wavlm-base-plus, v=clip-vit-base-patch16, pruned after 4)",
+        "mesm (v=dinov2-small)",
+    ]
+
+
 def test_a_path_that_does_not_exist_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_results([tmp_path / "missing"])
