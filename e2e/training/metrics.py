@@ -37,20 +37,12 @@ truths, AUC of a one-valued class) is nan, never a stand-in number; results.json
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from e2e.config import REGRESSION_TASKS, TASK_DATASETS, UsageError
 
@@ -137,11 +129,32 @@ def choose_thresholds(logits: np.ndarray, labels: np.ndarray, grid: Sequence[flo
     logits, labels = _as_arrays(logits, labels)
     probs = expit(logits)
     grid = np.asarray(grid, dtype=float)
-    chosen = np.empty(probs.shape[1])
-    for c in range(probs.shape[1]):
-        scores = [f1_score(labels[:, c], probs[:, c] >= t, zero_division=0.0) for t in grid]
-        chosen[c] = grid[int(np.argmax(scores))]  # argmax returns the first (smallest) maximum
-    return chosen
+    counts = _confusion_counts(probs[None] >= grid[:, None, None], labels[None] == 1)  # each (grid, C)
+    return grid[np.argmax(_f1(counts), axis=0)]  # argmax returns the first (smallest) maximum
+
+
+def _confusion_counts(predicted: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray]:
+    """tp / fp / fn / tn of boolean predictions against boolean truth, counted over axis -2 (the samples):
+    the binary confusion matrix of sklearn, for many thresholds and classes in one pass."""
+    return {
+        "tp": (predicted & positive).sum(-2),
+        "fp": (predicted & ~positive).sum(-2),
+        "fn": (~predicted & positive).sum(-2),
+        "tn": (~predicted & ~positive).sum(-2),
+    }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0 where the denominator is 0 (sklearn's ``zero_division=0.0``)."""
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    return np.divide(
+        numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape), where=denominator > 0
+    )
+
+
+def _f1(counts: dict[str, np.ndarray]) -> np.ndarray:
+    """Binary F1 as sklearn computes it, ``2 tp / (2 tp + fn + fp)``, 0 where undefined."""
+    return _ratio(2 * counts["tp"], 2 * counts["tp"] + counts["fn"] + counts["fp"])
 
 
 def compute_metrics(
@@ -308,18 +321,23 @@ def _weighted_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def _binary_metrics(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = prob >= threshold
-    with warnings.catch_warnings():
-        # WAcc with one label value present: sklearn averages the rates that exist (TNR or TPR) and warns.
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        wacc = balanced_accuracy_score(label, predicted)
+    """Accuracy, precision, recall, F1 (0 where undefined), AUC (nan with one label value) and WAcc of one
+    class, as sklearn's scores give them, from one confusion count (sklearn's per-call input checks cost
+    more than the training of a small feature model's epoch)."""
+    counts = _confusion_counts((prob >= threshold)[:, None], (label == 1)[:, None])
+    tp, fp, fn, tn = (int(counts[key][0]) for key in ("tp", "fp", "fn", "tn"))
+    rates = []  # WAcc: the mean of the rates that exist (no TPR without positives, no TNR without negatives)
+    if tp + fn:
+        rates.append(tp / (tp + fn))
+    if tn + fp:
+        rates.append(tn / (tn + fp))
     return {
-        "acc": float(accuracy_score(label, predicted)),
-        "precision": float(precision_score(label, predicted, zero_division=0.0)),
-        "recall": float(recall_score(label, predicted, zero_division=0.0)),
-        "f1": float(f1_score(label, predicted, zero_division=0.0)),
+        "acc": float((tp + tn) / len(label)),
+        "precision": float(_ratio(tp, tp + fp)),
+        "recall": float(_ratio(tp, tp + fn)),
+        "f1": float(_f1({"tp": tp, "fp": fp, "fn": fn})),
         "auc": float(roc_auc_score(label, prob)) if len(np.unique(label)) == 2 else float("nan"),
-        "wacc": float(wacc),
+        "wacc": float(np.mean(rates)),
     }
 
 
