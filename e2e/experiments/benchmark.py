@@ -225,13 +225,8 @@ def summarize(results: list[dict], majority: dict) -> dict:
     dataset, task = majority["dataset"], majority.get("task", "emotion")
     metric = BASELINE_METRIC[task, dataset]
     keys = (metric,) if task in REGRESSION_TASKS else (metric, "f1")
-    models: dict[str, dict] = {}
-    for result in results:
-        models.setdefault(result["model"], {"runs": []})["runs"].append(result["run"])
-    for name, entry in models.items():
-        runs = [result for result in results if result["model"] == name]
-        for key in keys:
-            entry[key], entry[f"{key}_std"] = mean_std([run["test"][key] for run in runs])
+    models = per_model_means(results, keys)
+    for entry in models.values():
         entry["beats_majority"] = _beats(entry, majority["test"], keys, lower_is_better=task in REGRESSION_TASKS)
     return {
         "dataset": dataset,
@@ -240,6 +235,18 @@ def summarize(results: list[dict], majority: dict) -> dict:
         "majority": {key: majority["test"][key] for key in keys},
         "models": models,
     }
+
+
+def per_model_means(results: list[dict], metrics: Sequence[str]) -> dict[str, dict]:
+    """Per model: its runs and the mean±std over them of each test metric (nan where a run lacks it)."""
+    models: dict[str, dict] = {}
+    for result in results:
+        models.setdefault(result["model"], {"runs": []})["runs"].append(result["run"])
+    for name, entry in models.items():
+        runs = [result for result in results if result["model"] == name]
+        for metric in metrics:
+            entry[metric], entry[f"{metric}_std"] = mean_std([run["test"].get(metric) for run in runs])
+    return models
 
 
 def _beats(entry: dict, baseline: dict, keys: Sequence[str], lower_is_better: bool) -> bool:

@@ -32,6 +32,7 @@ from e2e.experiments.benchmark import (
     BenchmarkRequest,
     dataset_of,
     majority_results,
+    per_model_means,
     plan_benchmark,
     prepare_inputs,
     train_plan,
@@ -39,7 +40,6 @@ from e2e.experiments.benchmark import (
 from e2e.experiments.jobs import Job, make_job
 from e2e.models import model_inputs, model_spec, with_changes
 from e2e.reporting.protocols import cross_corpus_table, session_cv_table
-from e2e.reporting.tables import mean_std
 from e2e.training.metrics import Scoring, main_metrics
 from e2e.training.trainer import json_safe
 
@@ -101,7 +101,7 @@ def session_cv(
         "dataset": first.dataset,
         "task": first.task,
         "folds": sorted({row["fold"] for row in rows}),
-        "models": _summary(majority + rows, metrics),
+        "models": per_model_means(majority + rows, metrics),
     }
     write_text_atomic(out / "session_cv.json", json.dumps(json_safe(summary), indent=2) + "\n")
     return summary
@@ -116,17 +116,6 @@ def _fold_row(config: ExperimentConfig, results: dict, run: str, model: str | No
         "run": run,
         "test": results["test"],
     }
-
-
-def _summary(rows: list[dict], metrics: Sequence[str]) -> dict:
-    models: dict[str, dict] = {}
-    for row in rows:
-        models.setdefault(row["model"], {"runs": []})["runs"].append(row["run"])
-    for name, entry in models.items():
-        runs = [row for row in rows if row["model"] == name]
-        for metric in metrics:
-            entry[metric], entry[f"{metric}_std"] = mean_std([row["test"].get(metric) for row in runs])
-    return models
 
 
 # --- cross-corpus evaluation ------------------------------------------------------------------------
