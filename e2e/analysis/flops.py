@@ -43,7 +43,7 @@ from e2e.data.dataset import EmotionDataset
 from e2e.data.text import load_tokenizer
 from e2e.models import build_model, model_spec
 from e2e.models.layers.cnn import INPUT_SHAPES, build_cnn
-from e2e.models.layers.end_to_end import frames_of
+from e2e.models.layers.end_to_end import encoder_steps, frames_of
 from e2e.models.layers.hf_encoders import HFEncoder
 from e2e.models.layers.sparse import KeptSites, SparseBlock, SparseCNN, block_inputs
 
@@ -105,7 +105,7 @@ def _count_batch(model: nn.Module, batch, config: ExperimentConfig, tally: _Tall
     counts = counter.get_flop_counts()
     root = type(model).__name__
     for modality, cnn in model.cnns.items():
-        frames, _ = frames_of(batch, modality)
+        frames, _ = encoder_steps(cnn, *frames_of(batch, modality))
         if isinstance(cnn, HFEncoder):
             traces = output.extras.get("token_traces", {}).get(modality, [])
             _count_encoder(cnn, counts, f"{root}.cnns.{modality}", traces, modality, tally)

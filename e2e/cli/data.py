@@ -55,6 +55,13 @@ def register(commands) -> None:
             help=f"HF {kind} encoder (id, folder or tiny-*) whose features replace the {substitute} "
             f"(default: the config's model.feature_{kind}_encoder, else none)",
         )
+    features.add_argument(
+        "--face-size",
+        type=positive_int,
+        default=None,
+        help="side of the face crops the visual encoder reads, from the face cache `e2e preprocess --face-size` "
+        f"built (default: the config's data.face_size, else {DataConfig.face_size}; other sizes need --visual-encoder)",
+    )
     add_device(features, "feature extractor device")
     features.add_argument("--jobs", type=int, default=1, help="shard tasks run at once on this machine (--shards)")
     features.add_argument("--no-progress", action="store_true")
@@ -87,6 +94,7 @@ def run_features(args: argparse.Namespace) -> int:
         text_max_length=args.text_max_length or config.model.text_max_length,
         audio_encoder=args.audio_encoder or config.model.feature_audio_encoder,
         visual_encoder=args.visual_encoder or config.model.feature_visual_encoder,
+        face_size=args.face_size or config.data.face_size,
         progress=not args.no_progress,
         device=_device(args),
     )

@@ -119,16 +119,20 @@ class EmotionDataset(Dataset):
         self.raw_faces = getattr(config.model, "visual_encoder", VGG) != VGG
         raw_audio = getattr(config.model, "audio_encoder", VGG) != VGG
         self.waveform_chunk = SAMPLE_RATE * config.model.audio_chunk_ms // 1000 if raw_audio else 0
-        if self.face_size != FACE_SIZE and not self.raw_faces:
-            raise UsageError(
-                f"data.face_size={self.face_size}: the VGG face CNN takes the paper's {FACE_SIZE} px crops; "
-                f"other sizes are for a model.visual_encoder"
-            )
+        self._check_face_size(config)
         rows = split_rows(self.data_dir, split, data)
         self._check_target_field(rows)
         for row in rows:
             self._admit(row)
         self._report(len(rows))
+
+    def _check_face_size(self, config: ExperimentConfig) -> None:
+        """UsageError for a face size the model's face encoder does not take."""
+        if self.face_size != FACE_SIZE and not self.raw_faces:
+            raise UsageError(
+                f"data.face_size={self.face_size}: the VGG face CNN takes the paper's {FACE_SIZE} px crops; "
+                f"other sizes are for a model.visual_encoder"
+            )
 
     @property
     def class_names(self) -> tuple[str, ...]:

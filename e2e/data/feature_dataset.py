@@ -22,7 +22,7 @@ from e2e.config import ConfigError, ExperimentConfig
 from e2e.data.batch import FEATURE_FIELDS, Batch
 from e2e.data.dataset import EmotionDataset, even_subsample
 from e2e.data.encoder_features import features_command, with_encoder_dims
-from e2e.data.feature_cache import feature_path, feature_source, is_valid_features
+from e2e.data.feature_cache import check_face_size, feature_path, feature_source, is_valid_features
 
 ARRAYS = {"t": "text", "a": "audio", "v": "visual"}  # modality -> array name in the cache file
 STD_FLOOR = 1e-5
@@ -66,8 +66,13 @@ class FeatureDataset(EmotionDataset):
     def collator(self):
         return collate_features
 
+    def _check_face_size(self, config: ExperimentConfig) -> None:
+        check_face_size(config.data.face_size, config.model.feature_visual_encoder)
+
     def _input_file(self, row: dict) -> Path:
-        return feature_path(self.data_dir, self.text_model, self.img_interval_ms, row["id"], *self.encoders)
+        return feature_path(
+            self.data_dir, self.text_model, self.img_interval_ms, row["id"], *self.encoders, self.face_size
+        )
 
     def _check_inputs(self, row: dict) -> tuple[str, str] | None:
         """The face/mel cache checks first (the same items as the end-to-end models), then the features."""
@@ -75,7 +80,8 @@ class FeatureDataset(EmotionDataset):
         if problem is not None:
             return problem
         path = self._input_file(row)
-        if not is_valid_features(path, feature_source(row, self.text_model, self.feature_max_length, *self.encoders)):
+        source = feature_source(row, self.text_model, self.feature_max_length, *self.encoders, self.face_size)
+        if not is_valid_features(path, source):
             return "missing_features", (
                 f"{path} is missing, unreadable or built with other settings; run `{self.build_command}`"
             )

@@ -8,12 +8,18 @@ the two-stage encoder features (:mod:`e2e.data.encoder_features`).
 * vision: the image processor's ``image_mean`` / ``image_std`` on [0, 1] pixels (ImageNet's without a
   processor, said likewise), after a bilinear resize to the encoder's ``image_size``.
 
-``tiny-vit``, ``tiny-clip-vision`` and ``tiny-wav2vec2`` (:data:`TINY_ENCODERS`) are random-weight stand-ins
-built from a small config (no download).
+``tiny-vit``, ``tiny-clip-vision``, ``tiny-videomae`` and ``tiny-wav2vec2`` (:data:`TINY_ENCODERS`) are
+random-weight stand-ins built from a small config (no download).
+
+:func:`weights_fingerprint` identifies the weights a name loads (a hash of a folder's or cached
+snapshot's files), so caches of features computed with them are rebuilt when they change.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,24 +32,26 @@ from torch import nn
 from e2e.config import ConfigError
 
 AUDIO_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
-VISION_TYPES = ("vit", "dinov2", "clip_vision_model", "siglip_vision_model")
+VISION_TYPES = ("vit", "dinov2", "clip_vision_model", "siglip_vision_model", "videomae")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 WHISPER_RATE, WHISPER_HOP = 16000, 160  # Whisper's log-mel: 16 kHz, 10 ms hop
-TINY_ENCODERS = ("tiny-vit", "tiny-clip-vision", "tiny-wav2vec2")
+TINY_ENCODERS = ("tiny-vit", "tiny-clip-vision", "tiny-videomae", "tiny-wav2vec2")
 
 logger = logging.getLogger(__name__)
 
 
 def _tiny_configs() -> dict:
     """name -> the small config of each random-weight stand-in (32 wide, 2 layers)."""
-    from transformers import CLIPVisionConfig, ViTConfig, Wav2Vec2Config
+    from transformers import CLIPVisionConfig, VideoMAEConfig, ViTConfig, Wav2Vec2Config
 
     small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
     return {
         "tiny-vit": ViTConfig(**small, image_size=48, patch_size=8),
         "tiny-clip-vision": CLIPVisionConfig(**small, image_size=48, patch_size=8),
+        # clips of 4 face crops, tubelets of 2 frames: 2 x 6 x 6 = 72 tokens per clip
+        "tiny-videomae": VideoMAEConfig(**small, image_size=48, patch_size=8, num_frames=4, tubelet_size=2),
         # three strided convs of total stride 320 (wav2vec2's): 50 frames per second
         "tiny-wav2vec2": Wav2Vec2Config(
             **small,
@@ -180,3 +188,76 @@ def resize_faces(faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(faces.shape[-2:]) == tuple(size):
         return faces
     return F.interpolate(faces, size=size, mode="bilinear", align_corners=False)
+
+
+def frame_clips(frames: torch.Tensor, lengths: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed frames ``(sum L_b, ...)`` of utterances of ``lengths`` frames as consecutive clips of ``size``
+    frames, ``(sum C_b, size, ...)``, and the clips per utterance ``C_b = ceil(L_b / size)``. A video encoder
+    (VideoMAE) takes a fixed number of frames, so an utterance's last clip is filled up by repeating its
+    last frame."""
+    lengths = lengths.to(torch.long)
+    clips = (lengths + size - 1) // size
+    slots = clips * size  # frame slots per utterance
+    utterance = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), slots)
+    first_slot = torch.cumsum(slots, 0) - slots
+    first_frame = torch.cumsum(lengths, 0) - lengths
+    position = torch.arange(int(slots.sum()), device=lengths.device) - first_slot[utterance]
+    index = first_frame[utterance] + torch.minimum(position, lengths[utterance] - 1)
+    return frames[index.to(frames.device)].reshape(-1, size, *frames.shape[1:]), clips
+
+
+WEIGHT_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.bin")  # what identifies a model
+HASH_CHUNK = 1 << 20  # bytes read at a time while hashing
+
+
+def weights_fingerprint(name: str) -> str:
+    """What identifies the weights ``name`` loads, for the feature cache's fingerprint
+    (:func:`e2e.data.feature_cache.feature_source`).
+
+    ``sha256:<hex>`` over the :data:`WEIGHT_FILES` (relative path, size and contents, sorted by path) of a
+    local folder, or of the snapshot a Hub id resolves to in the HF cache (looked up there, no network);
+    a fixed tag for the tiny-* stand-ins (their config and seed 0 fix them); the name itself for a Hub id
+    that is not in the HF cache, whose weights cannot be identified offline. The files are hashed once per
+    process while their sizes and modification times stay the same."""
+    if name in TINY_ENCODERS:
+        return f"{name}: random init, seed 0"
+    folder = _model_folder(name)
+    if folder is None:
+        return name
+    files = sorted(path for path in folder.rglob("*") if _is_weight_file(path))
+    stamps = tuple((path.relative_to(folder).as_posix(), *_size_and_mtime(path)) for path in files)
+    return f"sha256:{_hash_files(str(folder), stamps)}"
+
+
+def _is_weight_file(path: Path) -> bool:
+    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in WEIGHT_FILES) and path.is_file()
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _model_folder(name: str) -> Path | None:
+    """``name`` as a local folder, else the HF cache's snapshot of Hub id ``name``; None when neither."""
+    if Path(name).is_dir():
+        return Path(name)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid Hub id (HFValidationError)
+        return None
+    return Path(config).parent if isinstance(config, str) else None
+
+
+@functools.cache
+def _hash_files(folder: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    """SHA-256 over the files ``stamps`` lists (relative path, size, mtime) in ``folder``."""
+    digest = hashlib.sha256()
+    for relative, size, _ in stamps:
+        digest.update(f"{relative}\0{size}\0".encode())
+        with open(Path(folder) / relative, "rb") as file:
+            while chunk := file.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -186,14 +186,16 @@ def test_encoders_get_their_own_lr_group(folders):
 
 @pytest.mark.parametrize("config", ["fe2e", "mesm"])
 def test_trains_one_epoch_on_the_demo_corpus(demo_iemocap_cache, folders, tmp_path, config):
-    """FE2E (no pruning) and MESM (pruning after layer 1) with a tiny wav2vec2 and a tiny ViT loaded by path."""
+    """A tiny wav2vec2 loaded by path with, in FE2E (no pruning), a tiny VideoMAE on clips of 4 face crops, and
+    in MESM (pruning after layer 1), a tiny ViT loaded by path."""
     from e2e.cli import main
 
     out = tmp_path / "run"
+    visual = "tiny-videomae" if config == "fe2e" else folders["vit"]
     overrides = [
         f"data.data_dir={demo_iemocap_cache}",
         f"model.audio_encoder={folders['wav2vec2']}",
-        f"model.visual_encoder={folders['vit']}",
+        f"model.visual_encoder={visual}",
         "model.text_model=tiny-bert",
         "train.epochs=1",
         "train.progress=false",
@@ -207,6 +209,7 @@ def test_trains_one_epoch_on_the_demo_corpus(demo_iemocap_cache, folders, tmp_pa
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["config"]["model"]["audio_encoder"] == folders["wav2vec2"]
+    assert results["config"]["model"]["visual_encoder"] == visual
     assert 0.0 <= results["test"]["multiclass_acc"] <= 1.0 and results["epochs_completed"] == 1
     if config == "mesm":  # one pruning step per modality: the share of scored tokens top-p kept
         kept = results["kept_fraction"]
@@ -274,3 +277,23 @@ def test_whisper_encoder_pools_only_the_frames_of_its_chunk(tmp_path):
     assert torch.allclose(vectors, expected, atol=1e-5)
     with pytest.raises(UsageError, match="exceed Whisper's window of 16000 samples"):
         encoder(torch.randn(1, 16001))
+
+
+def test_videomae_encodes_clips_of_consecutive_face_crops():
+    """VideoMAE takes a fixed number of frames (the tiny one: 4): an utterance's frames are cut into
+    consecutive clips, the last one filled up with its last frame, and each clip is one step of the temporal
+    transformer, pooled over its tokens; pruning it is refused (its attention takes no padding mask)."""
+    torch.manual_seed(0)
+    encoder = _encoder("tiny-videomae", "visual").eval()
+    faces, lengths = torch.rand(9, 3, 48, 48), torch.tensor([3, 6])
+    clips, counts = encoder.clips(faces, lengths)
+    assert clips.shape == (3, 4, 3, 48, 48) and counts.tolist() == [1, 2]
+    assert torch.equal(clips[0, 3], faces[2]) and torch.equal(clips[2, :2], faces[7:9])
+    assert torch.equal(clips[2, 3], faces[8])
+    with torch.no_grad():
+        vectors, traces = encoder(clips)
+        states = encoder.backbone(encoder.prepare(clips), output_hidden_states=True).hidden_states
+    expected = torch.stack([state.mean(1) for state in states]).mean(0)  # layer weights start equal
+    assert vectors.shape == (3, 32) and traces == [] and torch.allclose(vectors, expected, atol=1e-5)
+    with pytest.raises(UsageError, match=r"token pruning .* not 'videomae'"):
+        HFEncoder(EncoderOptions("tiny-videomae", "model.visual_encoder", prune_layers=1), "visual", 32)

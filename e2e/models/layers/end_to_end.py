@@ -44,7 +44,8 @@ class EndToEndConfig(ModelConfig):
     positional_encoding: bool = False  # the official code's temporal encoder has none; true: sinusoidal
     # foundation encoders (e2e.models.layers.hf_encoders): "vgg" = the paper's CNN on mel chunks / 48 px faces;
     # else a Hugging Face id or folder: a speech model on raw 16 kHz waveform chunks of audio_chunk_ms, a vision
-    # model on face crops (data.face_size px, resized to the encoder's resolution)
+    # model on face crops (data.face_size px, resized to the encoder's resolution; VideoMAE: on clips of its
+    # num_frames consecutive crops, one every data.img_interval_ms)
     audio_encoder: str = VGG
     visual_encoder: str = VGG
     audio_chunk_ms: int = positive(1000)  # waveform chunk per audio_encoder call (vgg: 400 ms mel chunks)
@@ -60,6 +61,12 @@ def frames_of(batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
     if modality == "v":
         return batch.faces, batch.face_lengths
     return batch.audio, batch.audio_lengths
+
+
+def encoder_steps(cnn: nn.Module, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``cnn`` encodes one vector of, and how many per utterance: each frame / chunk, or clips of
+    frames for a video encoder (:meth:`HFEncoder.clips`)."""
+    return cnn.clips(frames, lengths) if isinstance(cnn, HFEncoder) else (frames, lengths)
 
 
 class EndToEndModel(nn.Module):
@@ -138,7 +145,7 @@ class EndToEndModel(nn.Module):
             text = self.text(batch.text_input_ids, batch.text_attention_mask)
             logits["t"] = self.heads["t"](text)
         for modality in self.cnns:
-            frames, lengths = frames_of(batch, modality)
+            frames, lengths = encoder_steps(self.cnns[modality], *frames_of(batch, modality))
             features = self._extract(modality, frames, lengths, text, extras)
             sequence = self.temporals[modality](self.projections[modality](features), lengths)
             logits[modality] = self.heads[modality](sequence)

@@ -3,7 +3,10 @@
 ``model.audio_encoder`` / ``model.visual_encoder`` name a Hub id or a local folder that ``AutoModel`` loads:
 speech models (wav2vec2, HuBERT, WavLM, data2vec-audio; Whisper's encoder) take raw 16 kHz waveform
 chunks, vision models (ViT, DINOv2, CLIP / SigLIP vision towers; a full CLIP / SigLIP checkpoint gives
-its ``vision_model``) take face crops. Inputs are normalised as the checkpoint's own preprocessor does:
+its ``vision_model``) take face crops, and VideoMAE takes clips of its ``num_frames`` consecutive face crops
+(:meth:`HFEncoder.clips`; the temporal transformer then runs over clips, not frames: with VideoMAE's 16
+frames, ``data.img_interval_ms: 125`` gives 2 s clips, about the span it was pretrained on). Inputs are
+normalised as the checkpoint's own preprocessor does:
 
 * speech: ``do_normalize`` of its feature extractor (``preprocessor_config.json``): zero mean, unit variance
   per chunk (``(x - mean) / sqrt(var + 1e-7)``, Wav2Vec2FeatureExtractor's formula) or raw samples; a
@@ -22,13 +25,14 @@ valid tokens (speech, SigLIP).
 
 Architectures listed in :data:`PRUNABLE` run layer by layer here (embeddings, each layer, final norm),
 which is what token pruning (:mod:`e2e.models.layers.token_pruning`) needs; the others (WavLM: its
-relative position bias is shared across layers; Whisper: log-mel inputs over a fixed window) run through
+relative position bias is shared across layers; Whisper: log-mel inputs over a fixed window; VideoMAE: its
+attention takes no mask, so a pruned, padded clip cannot hide its padding) run through
 the model's own forward with ``output_hidden_states`` and cannot be pruned. SpecAugment masking and
 LayerDrop of the HF speech models are not applied in the layer-by-layer run.
 
-``tiny-vit``, ``tiny-clip-vision`` and ``tiny-wav2vec2`` (:data:`e2e.data.hf_inputs.TINY_ENCODERS`) are
-random-weight stand-ins built from a small config (no download), as ``tiny-bert`` is for text: the CPU demo
-configs use them.
+``tiny-vit``, ``tiny-clip-vision``, ``tiny-videomae`` and ``tiny-wav2vec2``
+(:data:`e2e.data.hf_inputs.TINY_ENCODERS`) are random-weight stand-ins built from a small config (no
+download), as ``tiny-bert`` is for text: the CPU demo configs use them.
 
 ``freeze``: ``all`` (the encoder is a fixed feature extractor; the layer weights still learn), ``none``, or
 ``first_n``: the embeddings and the first ``freeze_layers`` layers frozen.
@@ -47,6 +51,7 @@ from torch.utils.checkpoint import checkpoint
 from e2e.config import UsageError
 from e2e.data.hf_inputs import IMAGENET_MEAN as IMAGENET_MEAN  # re-exported (the tests' default check)
 from e2e.data.hf_inputs import (
+    frame_clips,
     image_size,
     input_normalisation,
     load_backbone,
@@ -131,7 +136,8 @@ class _Anatomy:
 
 
 class HFEncoder(nn.Module):
-    """A pretrained encoder on packed chunks ``(N, samples)`` or faces ``(N, 3, H, W)`` → ``(N, hidden)``."""
+    """A pretrained encoder on packed chunks ``(N, samples)``, faces ``(N, 3, H, W)`` or clips of faces
+    ``(N, frames, 3, H, W)`` → ``(N, hidden)``."""
 
     def __init__(self, options: EncoderOptions, kind: str, text_dim: int | None):
         super().__init__()
@@ -143,6 +149,7 @@ class HFEncoder(nn.Module):
         num_layers = len(self.anatomy.layers)
         self.layer_logits = nn.Parameter(torch.zeros(num_layers + 1))  # MERBench weighted sum, starts at the mean
         self.pool_cls = self.anatomy.special_tokens > 0
+        self.clip_frames = config.num_frames if config.model_type == "videomae" else 0  # 0: one frame per step
         self._set_normalisation(options.name, config)
         prune_after = parse_prune_layers(options.prune_layers, num_layers, f"{options.key} pruning layers")
         if prune_after and self.anatomy.type not in PRUNABLE:
@@ -208,14 +215,27 @@ class HFEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
+    def clips(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's steps and their count per utterance: the packed frames / chunks themselves, or for
+        a video encoder clips of ``num_frames`` consecutive frames (:func:`~e2e.data.hf_inputs.frame_clips`)."""
+        if not self.clip_frames:
+            return frames, lengths
+        return frame_clips(frames, lengths, self.clip_frames)
+
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         """The checkpoint's input normalisation: per-chunk zero-mean unit-variance audio, or [0, 1] faces
-        resized to the encoder's resolution and normalised by the processor's mean / std."""
+        (or clips of them) resized to the encoder's resolution and normalised by the processor's mean / std."""
         if self.log_mel is not None:
             return self._whisper_features(inputs)
         if self.kind == "audio":
             return zero_mean_unit_variance(inputs) if self.normalise_audio else inputs.float()
-        return (resize_faces(inputs, self.image_size) - self.pixel_mean) / self.pixel_std
+        if self.clip_frames:  # (clips, frames, 3, H, W): each frame as an image
+            frames = self._normalise_faces(inputs.flatten(0, 1))
+            return frames.view(*inputs.shape[:2], *frames.shape[1:])
+        return self._normalise_faces(inputs)
+
+    def _normalise_faces(self, faces: torch.Tensor) -> torch.Tensor:
+        return (resize_faces(faces, self.image_size) - self.pixel_mean) / self.pixel_std
 
     def _whisper_features(self, chunks: torch.Tensor) -> torch.Tensor:
         """Whisper's log-mel of each chunk ``(N, samples)``, padded to its window: ``(N, mels, frames)``."""
