@@ -191,3 +191,33 @@ def test_vad_metrics_ccc_penalises_a_shift_that_pearson_ignores():
     assert ccc(np.full(3, 2.0), truth[:, 0]) == 0.0  # a constant prediction: no concordance
     with pytest.raises(UsageError, match=r"must both be \(N, 3\)"):
         vad_metrics(truth[:, :2], truth[:, :2], ("valence", "activation", "dominance"))
+
+
+def test_counted_metrics_equal_sklearns_scores():
+    """Thresholds and per-class metrics come from confusion counts; they equal sklearn's scores exactly on
+    random cases, including classes without positives or without negatives."""
+    import warnings
+
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score
+
+    from e2e.training.metrics import THRESHOLD_GRID
+
+    rng = np.random.default_rng(0)
+    for case in range(8):
+        n = int(rng.integers(1, 40))
+        logits, labels = np.round(rng.normal(0, 2, (n, 4)), 1), (rng.random((n, 4)) < rng.random()).astype(int)
+        labels[:, 0] = case % 2  # all negative / all positive
+        chosen = choose_thresholds(logits, labels)
+        result = compute_metrics(logits, labels, chosen, "abcd", False, pos_weight=None)
+        probs = 1 / (1 + np.exp(-logits))
+        for c, name in enumerate("abcd"):
+            scores = [f1_score(labels[:, c], probs[:, c] >= t, zero_division=0.0) for t in THRESHOLD_GRID]
+            assert chosen[c] == THRESHOLD_GRID[int(np.argmax(scores))]
+            predicted, truth, mine = probs[:, c] >= chosen[c], labels[:, c], result["per_class"][name]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wacc = balanced_accuracy_score(truth, predicted)
+            assert mine["acc"] == accuracy_score(truth, predicted) and mine["wacc"] == wacc
+            assert mine["precision"] == precision_score(truth, predicted, zero_division=0.0)
+            assert mine["recall"] == recall_score(truth, predicted, zero_division=0.0)
+            assert mine["f1"] == f1_score(truth, predicted, zero_division=0.0)
