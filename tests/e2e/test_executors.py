@@ -3,7 +3,7 @@ what is unfinished, and a demo benchmark on a real local Ray cluster (started he
 as on this machine, also when a Ray worker is killed mid-run (the fixtures ``tiny`` and ``local_reference``
 are in this folder's conftest).
 
-The runs are tiny (a few demo utterances, few frames, 1-2 epochs): these tests check the dispatch, not
+The runs are tiny (a few demo utterances, few frames, 1-4 epochs): these tests check the dispatch, not
 accuracy. Local and Ray runs are compared on this one machine with one torch thread each, so equal
 results do not depend on any CPU's rounding.
 """
@@ -26,6 +26,7 @@ from e2e.cli import main
 from e2e.experiments.jobs import JobsFailed, make_job, run_jobs
 from e2e.models import load_config
 from tests.helpers.executor_runs import (
+    KILLED_RUN_EPOCHS,
     REPO,
     benchmark_args,
     job_starts,
@@ -110,7 +111,9 @@ def test_a_benchmark_on_ray_equals_the_local_one_also_when_a_worker_is_killed(
     Ray runs that task again (``--retries 1``), it resumes from ``last.pt``, and both runs end as the
     uninterrupted local ones did."""
     out = tmp_path / "ray"
-    command = benchmark_args(tiny, out, "0,1", 2, "--executor", "ray", "--ray-address", ray_address, "--retries", "1")
+    command = benchmark_args(
+        tiny, out, "0,1", KILLED_RUN_EPOCHS, "--executor", "ray", "--ray-address", ray_address, "--retries", "1"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen(
         [sys.executable, "-m", "e2e.cli", *command], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True

@@ -19,7 +19,14 @@ import pytest
 
 from data_reorg.executors import ExecutorSpec, make_executor
 from e2e.cli import main
-from tests.helpers.executor_runs import REPO, benchmark_args, job_starts, run_results, state_after_first_epoch
+from tests.helpers.executor_runs import (
+    KILLED_RUN_EPOCHS,
+    REPO,
+    benchmark_args,
+    job_starts,
+    run_results,
+    state_after_first_epoch,
+)
 from tests.helpers.slurm_cluster import all_reduced_rank, dies_once, local_slurm_cluster, twice
 
 
@@ -90,7 +97,7 @@ def test_a_benchmark_through_sbatch_equals_the_local_one_and_a_cancelled_task_is
     from ``last.pt``; both runs end as the uninterrupted local ones did."""
     out = tmp_path / "slurm"
     options = ("--executor", "slurm", "--slurm-partition", partition)
-    command = [sys.executable, "-m", "e2e.cli", *benchmark_args(tiny, out, "0,1", 2, *options)]
+    command = [sys.executable, "-m", "e2e.cli", *benchmark_args(tiny, out, "0,1", KILLED_RUN_EPOCHS, *options)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:

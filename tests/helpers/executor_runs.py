@@ -13,6 +13,9 @@ from data_reorg.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {"train": 12, "valid": 6, "test": 6}  # utterances of the tiny corpus per split
+# epochs of the runs whose worker the kill tests kill once the first is checkpointed: the later ones give the
+# kill (scancel through slurmctld, Ray's worker pid) seconds to land before the run could finish
+KILLED_RUN_EPOCHS = 4
 
 
 def overrides(epochs: int = 1) -> list[str]:
