@@ -96,7 +96,8 @@ def engine_overhead(kind: str, spec: ExecutorSpec, corpus: Path, args, root: Pat
 
 
 def ray_figures(corpus: Path, args, root: Path, cpus: int, local_total: float) -> dict:
-    from tests.helpers.ray_cluster import start_head, stop_group
+    from tests.helpers.processes import stop_process_group
+    from tests.helpers.ray_cluster import RAY_STOP_GRACE_S, start_head
 
     address, group = (args.ray_address, None) if args.ray_address else start_head(num_cpus=args.workers * cpus)
     try:
@@ -107,7 +108,7 @@ def ray_figures(corpus: Path, args, root: Path, cpus: int, local_total: float) -
             import ray
 
             ray.shutdown()
-            stop_group(group)
+            stop_process_group(group, RAY_STOP_GRACE_S)
 
 
 def slurm_figures(corpus: Path, args, root: Path, cpus: int, local_total: float) -> dict:

@@ -22,6 +22,9 @@ from tests.helpers.processes import stop_process_group
 SMALL_SHM_BYTES = 200_000_000  # below this /dev/shm cannot hold the object store
 
 
+RAY_STOP_GRACE_S = 3.0  # a throwaway cluster: its raylet and workers get SIGKILL after this (SIGTERM takes ~15 s)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -43,7 +46,7 @@ def local_ray_cluster(num_cpus: int = 2) -> Iterator[str]:
     finally:
         if "ray" in sys.modules:  # a command run in this process connected to it
             sys.modules["ray"].shutdown()
-        stop_process_group(group)
+        stop_process_group(group, RAY_STOP_GRACE_S)
 
 
 def start_head(num_cpus: int = 2) -> tuple[str, int]:
