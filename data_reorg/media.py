@@ -17,7 +17,6 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from data_reorg.io import atomic_path, raise_if_disk_full, temp_path_for
 
@@ -271,6 +270,8 @@ def _read_sound_file(path: Path | str, start: float | None, end: float | None, c
         raise AudioReadError(path, f"unreadable audio ({error})") from error
     mono = samples[:, min(channel, samples.shape[1] - 1)]
     if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # here: importing scipy.signal costs each worker ~2 CPU-s
+
         divisor = math.gcd(int(rate), SAMPLE_RATE)
         mono = resample_poly(mono, SAMPLE_RATE // divisor, int(rate) // divisor).astype(np.float32)
     return mono

@@ -67,6 +67,8 @@ def demo_benchmark_options(demo_data: DemoData, out: Path) -> list[str]:
         str(demo_data.mosei),
         "--set",
         "train.progress=false",
+        "--jobs",
+        "2",
         "--out",
         str(out),
     ]

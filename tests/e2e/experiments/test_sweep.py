@@ -88,7 +88,6 @@ def _overrides(data_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def top_p_sweep(tiny_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "top_p"
-    pytest.importorskip("e2e.analysis.flops", reason="e2e.analysis.flops (measure_flops) is not available yet")
     sweep_top_p(load_config(DEMO_MESM, _overrides(tiny_corpus)), parse_values("0.3,1.0"), [0], out, flops_utterances=4)
     return out
 

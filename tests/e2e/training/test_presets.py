@@ -29,10 +29,10 @@ IMPROVED = {
 
 
 @pytest.mark.parametrize("preset", ["mesm", "mesm-improved"])
-def test_preset_trains_and_records_its_deviations(demo_iemocap_cache, tmp_path, preset):
+def test_preset_trains_and_records_its_deviations(tiny, tmp_path, preset):
     overrides = [f"{key}={value}" for key, value in DEMO_SIZE.items()]
     args = ["train", "--config", f"configs/iemocap/{preset}.yaml", "--out", str(tmp_path / "run")]
-    for override in [f"data.data_dir={demo_iemocap_cache}", "train.progress=false", *overrides]:
+    for override in [f"data.data_dir={tiny}", "train.progress=false", *overrides]:
         args += ["--set", override]
     assert main(args) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
