@@ -20,7 +20,7 @@ from pathlib import Path
 import ffmpeg
 import imageio_ffmpeg
 
-from data_reorg import demo, iemocap, mosei
+from data_reorg import iemocap, mosei
 from data_reorg.pipeline import RunOptions, reorganize
 from data_reorg.splits import SplitSpec
 
@@ -40,7 +40,7 @@ def plain_decode_seconds(videos: list[Path]) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds() - cpu
 
 
-def reorg_seconds(corpora: demo.DemoCorpora, out: Path, jobs: int) -> tuple[float, float]:
+def reorg_seconds(corpora, out: Path, jobs: int) -> tuple[float, float]:
     """(wall, CPU) seconds of both demo reorganizations."""
     started, cpu = time.perf_counter(), cpu_seconds()
     for name, parsed in (
@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the demo corpora (kept)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    # Imported here, not at the top: spawned pool workers re-import this script as their __main__, and the
+    # demo builder's imports (1.5 CPU-s) would be charged to every worker's start-up.
+    from data_reorg import demo
+
     work = args.work or Path(tempfile.mkdtemp(prefix="reorg_speed_"))
     corpora = demo.build_demo_corpora(work)
     videos = sorted(corpora.iemocap_src.glob("Session*/dialog/avi/DivX/*.avi"))

@@ -22,6 +22,7 @@ from data_reorg.io import atomic_path, raise_if_disk_full, temp_path_for
 
 SAMPLE_RATE = 16000
 CLIP_QUALITY = 5  # MPEG-4 qscale: 1 best .. 31 worst
+CLIP_ENCODER = {"vcodec": "mpeg4", "threads": 1, "q:v": CLIP_QUALITY}
 
 
 class MediaError(Exception):
@@ -157,11 +158,7 @@ def _encode_cuts(src: Path, cuts: list[VideoCut], info: VideoInfo) -> tuple[dict
         stream = branches[index].trim(start_frame=cut.first, end_frame=cut.stop).setpts("PTS-STARTPTS")
         if cut.crop is not None:
             stream = stream.crop(*_crop_pixels(cut.crop, info))
-        outputs.append(
-            stream.output(
-                str(temps[cut.key]), vcodec="mpeg4", threads=1, fps_mode="passthrough", **{"q:v": CLIP_QUALITY}
-            )
-        )
+        outputs.append(stream.output(str(temps[cut.key]), fps_mode="passthrough", **CLIP_ENCODER))
     try:
         ffmpeg.merge_outputs(*outputs).global_args("-nostdin", "-v", "error").overwrite_output().run(
             cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True
