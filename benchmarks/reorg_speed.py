@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ffmpeg
 import imageio_ffmpeg
@@ -23,6 +24,9 @@ import imageio_ffmpeg
 from data_reorg import iemocap, mosei
 from data_reorg.pipeline import RunOptions, reorganize
 from data_reorg.splits import SplitSpec
+
+if TYPE_CHECKING:
+    from data_reorg.demo import DemoCorpora
 
 
 def cpu_seconds() -> float:
@@ -40,7 +44,7 @@ def plain_decode_seconds(videos: list[Path]) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds() - cpu
 
 
-def reorg_seconds(corpora, out: Path, jobs: int) -> tuple[float, float]:
+def reorg_seconds(corpora: DemoCorpora, out: Path, jobs: int) -> tuple[float, float]:
     """(wall, CPU) seconds of both demo reorganizations."""
     started, cpu = time.perf_counter(), cpu_seconds()
     for name, parsed in (
